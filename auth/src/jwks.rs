@@ -110,6 +110,7 @@ pub struct JwksVerifier {
     expect: Expectations,
     keys: RwLock<Arc<KeySet>>,
     remote: Option<Remote>,
+    refresh_interval: Duration,
     cache: IdentityCache,
 }
 
@@ -205,6 +206,7 @@ impl JwksVerifier {
             expect: Expectations::new(issuer, audience),
             keys: RwLock::new(Arc::new(keys)),
             remote,
+            refresh_interval: MIN_REFRESH_INTERVAL,
             cache: IdentityCache::new(DEFAULT_CACHE_TTL, DEFAULT_CACHE_CAPACITY),
         }
     }
@@ -219,6 +221,13 @@ impl JwksVerifier {
     /// A zero TTL disables the cache.
     pub fn with_cache(mut self, ttl: Duration, capacity: usize) -> Self {
         self.cache = IdentityCache::new(ttl, capacity);
+        self
+    }
+
+    /// Sets the minimum time between key refreshes triggered by unknown `kid`s (default
+    /// [`MIN_REFRESH_INTERVAL`]; tests use zero).
+    pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
         self
     }
 
@@ -276,13 +285,13 @@ impl JwksVerifier {
         Ok(result)
     }
 
-    /// Re-fetches remote keys unless fetched within [`MIN_REFRESH_INTERVAL`].
+    /// Re-fetches remote keys unless fetched within the refresh interval.
     async fn refresh(&self) -> Result<(), AuthError> {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
         let mut last = remote.last_fetch.lock().await;
-        if last.elapsed() < MIN_REFRESH_INTERVAL {
+        if last.elapsed() < self.refresh_interval {
             return Ok(());
         }
         // Rate-limit failures too: a down issuer is asked once a minute, not per request.

@@ -290,31 +290,6 @@ pub fn verify(
     expect: &Expectations,
     now: i64,
 ) -> Result<(TokenClaims, Workload), AuthError> {
-    let (header, signing_input, payload_b64, signature) = split_and_decode(token)?;
-    let alg = match header.alg.as_str() {
-        "RS256" => Alg::Rs256,
-        "ES256" => Alg::Es256,
-        other => return Err(AuthError::UnsupportedAlgorithm(quote(other))),
-    };
-    if header.crit.is_some() {
-        return Err(AuthError::Malformed(
-            "header has a crit parameter, which is not supported".into(),
-        ));
-    }
-    let key = keys.find(header.kid.as_deref())?;
-    check_signature(alg, key, signing_input.as_bytes(), &signature)?;
-
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .map_err(|_| AuthError::Malformed("payload is not base64url without padding".into()))?;
-    let claims: TokenClaims = serde_json::from_slice(&payload).map_err(describe_claims_error)?;
-    let workload = check_claims(&claims, expect, now)?;
-    Ok((claims, workload))
-}
-
-/// Splits the compact form and decodes the header and signature; returns the signing
-/// input (`header.payload`) and the still-encoded payload.
-fn split_and_decode(token: &str) -> Result<(Header, &str, &str, Vec<u8>), AuthError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(AuthError::TooLong {
             len: token.len(),
@@ -333,8 +308,8 @@ fn split_and_decode(token: &str) -> Result<(Header, &str, &str, Vec<u8>), AuthEr
             "expected 3 dot-separated parts (header.payload.signature), found {n}"
         )));
     };
-    if h.is_empty() || p.is_empty() || s.is_empty() {
-        return Err(AuthError::Malformed("a part is empty".into()));
+    if h.is_empty() || p.is_empty() {
+        return Err(AuthError::Malformed("header or payload is empty".into()));
     }
     let header_json = URL_SAFE_NO_PAD
         .decode(h)
@@ -342,28 +317,46 @@ fn split_and_decode(token: &str) -> Result<(Header, &str, &str, Vec<u8>), AuthEr
     let header: Header = serde_json::from_slice(&header_json).map_err(|e| {
         AuthError::Malformed(format!(
             "header is not a JSON object with a string alg ({})",
-            e.classify_name()
+            json_category(&e)
         ))
     })?;
+    // The algorithm is judged before the signature's shape, so `alg: none` tokens (which
+    // carry an empty signature) are reported as what they are.
+    let alg = match header.alg.as_str() {
+        "RS256" => Alg::Rs256,
+        "ES256" => Alg::Es256,
+        other => return Err(AuthError::UnsupportedAlgorithm(quote(other))),
+    };
+    if header.crit.is_some() {
+        return Err(AuthError::Malformed(
+            "header has a crit parameter, which is not supported".into(),
+        ));
+    }
+    if s.is_empty() {
+        return Err(AuthError::Malformed("signature is empty".into()));
+    }
     let signature = URL_SAFE_NO_PAD
         .decode(s)
         .map_err(|_| AuthError::Malformed("signature is not base64url without padding".into()))?;
+    let key = keys.find(header.kid.as_deref())?;
     let signing_input = &token[..h.len() + 1 + p.len()];
-    Ok((header, signing_input, p, signature))
+    check_signature(alg, key, signing_input.as_bytes(), &signature)?;
+
+    // Only signed bytes from here on.
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| AuthError::Malformed("payload is not base64url without padding".into()))?;
+    let claims: TokenClaims = serde_json::from_slice(&payload).map_err(describe_claims_error)?;
+    let workload = check_claims(&claims, expect, now)?;
+    Ok((claims, workload))
 }
 
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "I/O",
-            serde_json::error::Category::Syntax => "invalid JSON syntax",
-            serde_json::error::Category::Data => "wrong field types",
-            serde_json::error::Category::Eof => "truncated JSON",
-        }
+fn json_category(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "I/O",
+        serde_json::error::Category::Syntax => "invalid JSON syntax",
+        serde_json::error::Category::Data => "wrong field types",
+        serde_json::error::Category::Eof => "truncated JSON",
     }
 }
 
@@ -378,7 +371,7 @@ fn describe_claims_error(e: serde_json::Error) -> AuthError {
             .unwrap_or("missing field")
             .to_string()
     } else {
-        format!("{} at column {}", e.classify_name(), e.column())
+        format!("{} at column {}", json_category(&e), e.column())
     };
     AuthError::InvalidClaims(format!("not a Kubernetes ServiceAccount token: {reason}"))
 }
