@@ -79,8 +79,10 @@ pub struct HttpOptions {
     /// PEM CA certificate(s) to trust for the issuer instead of the public web roots
     /// (in a cluster: `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
     pub ca_pem: Option<Vec<u8>>,
-    /// File holding a bearer token sent with every request (in a cluster the pod's own
-    /// token, for API servers that do not serve discovery anonymously). Re-read each time.
+    /// File holding a bearer token (in a cluster the pod's own token, for API servers that
+    /// do not serve discovery anonymously). Re-read for each request, and sent only over
+    /// HTTPS to the origin the verifier was configured with (the discovery base or the JWKS
+    /// URL), never to another host a discovery document names.
     pub bearer_token_file: Option<PathBuf>,
     /// Timeout of each request.
     pub timeout: Duration,
@@ -141,8 +143,8 @@ impl JwksVerifier {
             issuer: String,
             jwks_uri: String,
         }
-        let client = HttpClient::new(&options)?;
         let base = options.discovery_base_url.as_deref().unwrap_or(issuer);
+        let client = HttpClient::new(&options, base)?;
         let url = format!(
             "{}/.well-known/openid-configuration",
             base.trim_end_matches('/')
@@ -174,7 +176,7 @@ impl JwksVerifier {
         audience: &str,
         options: HttpOptions,
     ) -> Result<Self, JwksError> {
-        let client = HttpClient::new(&options)?;
+        let client = HttpClient::new(&options, jwks_url)?;
         Self::from_remote(jwks_url.to_string(), client, issuer, audience).await
     }
 
@@ -184,7 +186,6 @@ impl JwksVerifier {
         issuer: &str,
         audience: &str,
     ) -> Result<Self, JwksError> {
-        client.check_url(&jwks_uri)?;
         let body = client
             .get(&jwks_uri)
             .await
@@ -329,11 +330,28 @@ fn read_file(path: &Path) -> Result<Vec<u8>, JwksError> {
 /// A small HTTPS GET client with a bounded body.
 struct HttpClient {
     client: reqwest::Client,
-    bearer_token_file: Option<PathBuf>,
+    /// The bearer token file and the only origin it is sent to.
+    bearer: Option<(PathBuf, String)>,
+}
+
+/// `scheme://host[:port]` of a URL, `None` if it does not parse.
+fn origin(url: &str) -> Option<String> {
+    reqwest::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
 }
 
 impl HttpClient {
-    fn new(options: &HttpOptions) -> Result<Self, JwksError> {
+    /// A client; `trusted_url` is the configured URL whose origin may receive the bearer
+    /// token (it must be HTTPS when a token file is set).
+    fn new(options: &HttpOptions, trusted_url: &str) -> Result<Self, JwksError> {
+        let bearer = match &options.bearer_token_file {
+            None => None,
+            Some(path) => match origin(trusted_url) {
+                Some(o) if o.starts_with("https://") => Some((path.clone(), o)),
+                _ => return Err(JwksError::InsecureBearer(trusted_url.to_string())),
+            },
+        };
         let mut roots = rustls::RootCertStore::empty();
         match &options.ca_pem {
             Some(pem) => {
@@ -361,35 +379,34 @@ impl HttpClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| JwksError::Client(e.to_string()))?;
-        Ok(Self {
-            client,
-            bearer_token_file: options.bearer_token_file.clone(),
-        })
-    }
-
-    /// Refuses plain HTTP when a bearer token would be sent.
-    fn check_url(&self, url: &str) -> Result<(), JwksError> {
-        if self.bearer_token_file.is_some() && !url.starts_with("https://") {
-            return Err(JwksError::InsecureBearer(url.to_string()));
-        }
-        Ok(())
+        Ok(Self { client, bearer })
     }
 
     /// GET `url`; the body if the status is 2xx and it fits the size bound.
     async fn get(&self, url: &str) -> Result<Vec<u8>, String> {
         let mut request = self.client.get(url).header("accept", "application/json");
-        if let Some(path) = &self.bearer_token_file {
-            if !url.starts_with("https://") {
-                return Err("refusing to send the bearer token over plain HTTP".into());
+        let mut withheld = None;
+        if let Some((path, trusted)) = &self.bearer {
+            if origin(url).as_ref() == Some(trusted) {
+                let token = std::fs::read_to_string(path).map_err(|e| {
+                    format!("cannot read bearer token file {}: {e}", path.display())
+                })?;
+                request = request.bearer_auth(token.trim());
+            } else {
+                withheld = Some(trusted);
             }
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read bearer token file {}: {e}", path.display()))?;
-            request = request.bearer_auth(token.trim());
         }
         let mut response = request.send().await.map_err(|e| error_chain(&e))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("HTTP status {status}"));
+            return Err(match withheld {
+                Some(trusted) if matches!(status.as_u16(), 401 | 403) => format!(
+                    "HTTP status {status}; the bearer token is sent only to {trusted} (for the \
+                     in-cluster API server, configure the JWKS URL \
+                     https://kubernetes.default.svc/openid/v1/jwks instead of discovery)"
+                ),
+                _ => format!("HTTP status {status}"),
+            });
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {

@@ -448,3 +448,65 @@ pub(crate) fn unverified_exp(token: &str) -> Option<i64> {
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice::<Exp>(&bytes).ok().map(|e| e.exp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn unverified_exp_reads_only_a_numeric_exp() {
+        let t = format!("{}.{}.sig", b64("{}"), b64(r#"{"exp":1700000000,"x":1}"#));
+        assert_eq!(unverified_exp(&t), Some(1_700_000_000));
+        let t = format!("{}.{}.sig", b64("{}"), b64(r#"{"exp":"soon"}"#));
+        assert_eq!(unverified_exp(&t), None);
+        assert_eq!(unverified_exp("opaque-legacy-token"), None);
+        assert_eq!(unverified_exp(&"a.".repeat(MAX_TOKEN_LEN)), None);
+    }
+
+    #[test]
+    fn rsa_modulus_with_leading_zero_is_normalised() {
+        let jwks: serde_json::Value = serde_json::json!({"keys": [{
+            "kty": "RSA", "kid": "k",
+            "n": URL_SAFE_NO_PAD.encode([&[0u8][..], &[0xc5; 256][..]].concat()),
+            "e": "AQAB"
+        }]});
+        let set = KeySet::from_jwks_json(jwks.to_string().as_bytes()).unwrap();
+        match &set.keys()[0].material {
+            KeyMaterial::Rsa { n, e } => {
+                assert_eq!(n.len(), 256);
+                assert_eq!(e, &vec![1, 0, 1]);
+            }
+            KeyMaterial::P256 { .. } => panic!("expected an RSA key"),
+        }
+    }
+
+    #[test]
+    fn duplicate_kids_are_refused() {
+        let key = serde_json::json!({
+            "kty": "EC", "crv": "P-256", "kid": "same",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])
+        });
+        let jwks = serde_json::json!({"keys": [key.clone(), key]}).to_string();
+        assert!(matches!(
+            KeySet::from_jwks_json(jwks.as_bytes()),
+            Err(KeySetError::DuplicateKid(_))
+        ));
+    }
+
+    #[test]
+    fn short_ec_coordinates_are_refused() {
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 31]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])
+        }]})
+        .to_string();
+        assert!(matches!(
+            KeySet::from_jwks_json(jwks.as_bytes()),
+            Err(KeySetError::BadKey { .. })
+        ));
+    }
+}

@@ -258,3 +258,52 @@ fn jwks_file_is_read() {
     let missing = JwksVerifier::from_file(&path.with_file_name("nope.json"), REAL_ISSUER, AUD);
     assert!(matches!(missing.err(), Some(JwksError::Read { .. })));
 }
+
+#[tokio::test]
+async fn bearer_token_is_not_sent_to_another_origin_named_by_discovery() {
+    let pki = test_pki();
+    // The JWKS host demands the token; the discovery host is a different origin.
+    let jwks = Arc::new(Mutex::new(
+        String::from_utf8(fixture("tokens/jwks.json")).unwrap(),
+    ));
+    let jwks_host = fake_issuer(jwks, &pki, Some("in-cluster-sa-token")).await;
+    let jwks_base = jwks_host.base_url(true);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen_by_handler = Arc::clone(&seen);
+    let handler: Handler = Arc::new(move |req: &Request| {
+        seen_by_handler
+            .lock()
+            .unwrap()
+            .push(req.authorization.clone());
+        (200, discovery_doc(&jwks_base))
+    });
+    let discovery_host = serve(handler, Some(Arc::clone(&pki.server))).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "in-cluster-sa-token").unwrap();
+    let opts = HttpOptions {
+        discovery_base_url: Some(discovery_host.base_url(true)),
+        ca_pem: Some(pki.ca_pem.clone().into_bytes()),
+        bearer_token_file: Some(token_file),
+        ..HttpOptions::default()
+    };
+    let err = JwksVerifier::from_discovery(REAL_ISSUER, AUD, opts)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("the bearer token is sent only to"),
+        "{err}"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Some("Bearer in-cluster-sa-token".to_string())],
+        "the configured origin got the token"
+    );
+    assert_eq!(
+        jwks_host.count(),
+        1,
+        "the other origin was asked once, without the token"
+    );
+}

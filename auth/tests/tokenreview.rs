@@ -301,3 +301,32 @@ async fn oversize_token_is_not_sent() {
     assert!(matches!(err, AuthError::TooLong { .. }));
     assert_eq!(api.server.count(), 0);
 }
+
+#[tokio::test]
+async fn legacy_token_without_exp_is_cached_for_the_ttl_only() {
+    let api = fake_api(Verdict::Ok("system:serviceaccount:demo:app", None)).await;
+    let r = reviewer(&api);
+    let id = r
+        .authenticate_at("legacy-opaque-secret-token", NOW)
+        .await
+        .unwrap();
+    assert_eq!(id.expires_at, NOW + 300);
+    r.authenticate_at("legacy-opaque-secret-token", NOW + 299)
+        .await
+        .unwrap();
+    assert_eq!(api.server.count(), 1);
+    r.authenticate_at("legacy-opaque-secret-token", NOW + 300)
+        .await
+        .unwrap();
+    assert_eq!(api.server.count(), 2);
+}
+
+#[test]
+fn authenticator_is_shareable_across_tasks() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: T) {}
+    let auth = Authenticator::Jwks(DevIssuer::generate().verifier(AUD).unwrap());
+    assert_send_sync(&auth);
+    // Axum handlers need the authentication future to be Send.
+    assert_send(auth.authenticate("x"));
+}
