@@ -169,7 +169,11 @@ pub struct ResolverStats {
 
 /// Looks up original entrypoints; cheap to share (`Arc`) across requests.
 pub struct EntrypointResolver {
+    /// Anonymous pulls only. `oci-client` remembers the first credentials it is given per
+    /// registry, so a client that ever saw credentials is never used for anyone else.
     client: Client,
+    /// One client per distinct credential (keyed by its hash).
+    credentialed: TtlCache<u64, Client>,
     config: ResolverConfig,
     secrets: Option<Arc<dyn PullSecretSource>>,
     references: TtlCache<String, String>,
@@ -183,26 +187,10 @@ impl EntrypointResolver {
     /// A resolver that pulls anonymously until [`Self::with_pull_secrets`] is given a source.
     pub fn new(config: ResolverConfig) -> Result<Self, ResolverError> {
         crate::install_crypto_provider();
-        let client_config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(config.insecure_registries.clone()),
-            extra_root_certificates: config
-                .extra_ca_pem
-                .iter()
-                .map(|pem| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
-                })
-                .collect(),
-            // Indexes are resolved here, per pod architecture.
-            platform_resolver: None,
-            connect_timeout: Some(config.timeout),
-            read_timeout: Some(config.timeout),
-            user_agent: concat!("aegis-webhook/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        };
-        let client = Client::try_from(client_config).map_err(ResolverError::Client)?;
+        let client = build_client(&config).map_err(ResolverError::Client)?;
         Ok(Self {
             client,
+            credentialed: TtlCache::new(64, Duration::from_secs(600)),
             references: TtlCache::new(config.cache_capacity, config.reference_ttl),
             digests: TtlCache::new(config.cache_capacity, config.cache_ttl),
             config,
@@ -334,7 +322,8 @@ impl EntrypointResolver {
         arch: &str,
         auth: &RegistryAuth,
     ) -> Result<ImageEntrypoint, LookupError> {
-        let key = format!("{image}\n{arch}\n{:x}", self.credential_id(auth));
+        let credential_id = self.credential_id(auth);
+        let key = format!("{image}\n{arch}\n{credential_id:x}");
         if let Some(digest) = self.references.get(&key) {
             if let Some(found) = self.digests.get(&digest) {
                 self.count("cached");
@@ -346,10 +335,10 @@ impl EntrypointResolver {
         let registry = reference.resolve_registry().to_owned();
         let used_credentials = !matches!(auth, RegistryAuth::Anonymous);
         let classify = |e| classify(e, &registry, used_credentials);
+        let client = self.client_for(auth, credential_id)?;
 
         self.metrics.registry_fetches.inc();
-        let (manifest, digest) = self
-            .client
+        let (manifest, digest) = client
             .pull_manifest(&reference, auth)
             .await
             .map_err(classify)?;
@@ -369,8 +358,7 @@ impl EntrypointResolver {
                     })?;
                 let platform_ref = reference.clone_with_digest(entry.digest.clone());
                 self.metrics.registry_fetches.inc();
-                match self
-                    .client
+                match client
                     .pull_manifest(&platform_ref, auth)
                     .await
                     .map_err(classify)?
@@ -391,7 +379,7 @@ impl EntrypointResolver {
             return Ok(found);
         }
         let found = self
-            .fetch_config(&reference, &manifest, auth, &classify)
+            .fetch_config(&client, &reference, &manifest, auth, &classify)
             .await?;
         self.digests.insert(digest, found.clone());
         self.count("resolved");
@@ -400,6 +388,7 @@ impl EntrypointResolver {
 
     async fn fetch_config(
         &self,
+        client: &Client,
         reference: &Reference,
         manifest: &OciImageManifest,
         auth: &RegistryAuth,
@@ -412,12 +401,12 @@ impl EntrypointResolver {
             )));
         }
         // `pull_blob` uses the credentials stored by `pull_manifest` for this registry.
-        self.client
+        client
             .store_auth_if_needed(reference.resolve_registry(), auth)
             .await;
         self.metrics.registry_fetches.inc();
         let mut blob = Vec::new();
-        self.client
+        client
             .pull_blob(reference, &manifest.config, &mut blob)
             .await
             .map_err(classify)?;
@@ -464,6 +453,21 @@ impl EntrypointResolver {
         (credentials, warnings)
     }
 
+    /// The client to use with `auth`: the shared anonymous one, or one dedicated to
+    /// exactly this credential.
+    fn client_for(&self, auth: &RegistryAuth, credential_id: u64) -> Result<Client, LookupError> {
+        if matches!(auth, RegistryAuth::Anonymous) {
+            return Ok(self.client.clone());
+        }
+        if let Some(client) = self.credentialed.get(&credential_id) {
+            return Ok(client);
+        }
+        let client = build_client(&self.config)
+            .map_err(|e| LookupError::Registry(format!("cannot build a registry client: {e}")))?;
+        self.credentialed.insert(credential_id, client.clone());
+        Ok(client)
+    }
+
     fn credential_id(&self, auth: &RegistryAuth) -> u64 {
         let mut h = self.hasher.build_hasher();
         match auth {
@@ -487,6 +491,26 @@ impl EntrypointResolver {
             .get_or_create(&CacheLabels { cache })
             .inc();
     }
+}
+
+fn build_client(config: &ResolverConfig) -> Result<Client, OciDistributionError> {
+    Client::try_from(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(config.insecure_registries.clone()),
+        extra_root_certificates: config
+            .extra_ca_pem
+            .iter()
+            .map(|pem| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect(),
+        // Indexes are resolved here, per pod architecture.
+        platform_resolver: None,
+        connect_timeout: Some(config.timeout),
+        read_timeout: Some(config.timeout),
+        user_agent: concat!("aegis-webhook/", env!("CARGO_PKG_VERSION")),
+        ..ClientConfig::default()
+    })
 }
 
 fn parse_reference(image: &str) -> Result<Reference, LookupError> {

@@ -537,3 +537,6 @@ fn pointer_index<'a>(
     }
     p
 }
+
+#[cfg(test)]
+mod tests;
