@@ -43,6 +43,7 @@ pub enum LogFormat {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // Parsed once at start-up; boxing buys nothing.
 pub enum Command {
     /// Run the Safe (the production entrypoint used by the Helm chart).
     Serve(ServeArgs),

@@ -6,7 +6,7 @@
 //! random nonce from the operating system; callers bind the record's identity (file, position,
 //! kind) as associated data. Key material is zeroized on drop and never printed.
 
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
@@ -192,11 +192,6 @@ pub fn fingerprint_string(digest: &[u8; 32]) -> String {
         s.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
     }
     s
-}
-
-/// Constant-length AEAD overhead, exposed for size accounting.
-pub fn tag_len() -> usize {
-    aead::AES_256_GCM.tag_len()
 }
 
 #[cfg(test)]

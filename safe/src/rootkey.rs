@@ -76,13 +76,13 @@ pub enum RootKeyError {
         namespace: String,
         /// Name.
         name: String,
-        /// The client error.
+        /// The client error (boxed: it is large and this path is cold).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// No Kubernetes client configuration was found.
     #[error("no Kubernetes client configuration (in-cluster or kubeconfig): {0}")]
-    NoClient(#[source] kube::Error),
+    NoClient(#[source] Box<kube::Error>),
 }
 
 /// Reads a root key file.
@@ -142,7 +142,7 @@ pub async fn load_or_create_secret(
         action,
         namespace: namespace.into(),
         name: name.into(),
-        source,
+        source: Box::new(source),
     };
     if let Some(s) = api.get_opt(name).await.map_err(|e| kube_err("get", e))? {
         tracing::info!(secret = %format!("{namespace}/{name}"), "root key loaded from Kubernetes Secret");
@@ -211,7 +211,7 @@ pub async fn load(source: &RootKeySource) -> Result<RootKey, RootKeyError> {
         RootKeySource::Secret { name, namespace } => {
             let client = kube::Client::try_default()
                 .await
-                .map_err(RootKeyError::NoClient)?;
+                .map_err(|e| RootKeyError::NoClient(Box::new(e)))?;
             let ns = namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_string());
