@@ -1,1 +1,3 @@
 //! Harness for the cross-component tests.
+pub mod helm;
+pub mod tools;
