@@ -151,20 +151,21 @@ impl KeySet {
     }
 }
 
-fn b64_param(
-    jwk: &Jwk,
-    value: &Option<String>,
-    what: &'static str,
-) -> Result<Vec<u8>, KeySetError> {
-    let bad = |reason| KeySetError::BadKey {
-        kid: jwk
+impl Jwk {
+    /// The error for this key, naming it by `kid`.
+    fn bad(&self, reason: &'static str) -> KeySetError {
+        let kid = self
             .kid
             .as_deref()
-            .map_or_else(|| "(none)".to_string(), quote),
-        reason,
-    };
-    let text = value.as_deref().ok_or_else(|| bad(what))?;
-    URL_SAFE_NO_PAD.decode(text).map_err(|_| bad(what))
+            .map_or_else(|| "(none)".to_string(), quote);
+        KeySetError::BadKey { kid, reason }
+    }
+
+    /// A required base64url parameter (`n`, `e`, `x`, `y`).
+    fn param(&self, value: &Option<String>, what: &'static str) -> Result<Vec<u8>, KeySetError> {
+        let text = value.as_deref().ok_or_else(|| self.bad(what))?;
+        URL_SAFE_NO_PAD.decode(text).map_err(|_| self.bad(what))
+    }
 }
 
 /// One JWK to a key, `None` when it is of a kind we skip on purpose.
@@ -174,29 +175,22 @@ fn parse_jwk(jwk: &Jwk) -> Result<Option<PublicKey>, KeySetError> {
         tracing::warn!(kid = %kid_for_log, "skipping JWKS key not meant for signatures");
         return Ok(None);
     }
-    let bad = |reason| KeySetError::BadKey {
-        kid: jwk
-            .kid
-            .as_deref()
-            .map_or_else(|| "(none)".to_string(), quote),
-        reason,
-    };
     let material = match jwk.kty.as_str() {
         "RSA" => {
             if jwk.alg.as_deref().is_some_and(|a| a != "RS256") {
                 tracing::warn!(kid = %kid_for_log, "skipping RSA key whose alg is not RS256");
                 return Ok(None);
             }
-            let n = b64_param(jwk, &jwk.n, "missing or invalid modulus n")?;
-            let e = b64_param(jwk, &jwk.e, "missing or invalid exponent e")?;
+            let n = jwk.param(&jwk.n, "missing or invalid modulus n")?;
+            let e = jwk.param(&jwk.e, "missing or invalid exponent e")?;
             let n = strip_leading_zeros(n);
             let e = strip_leading_zeros(e);
             // ring enforces the same bounds at verification; checking here names the key.
             if !(256..=1024).contains(&n.len()) {
-                return Err(bad("RSA modulus must be 2048 to 8192 bits"));
+                return Err(jwk.bad("RSA modulus must be 2048 to 8192 bits"));
             }
             if e.is_empty() || e.len() > 4 {
-                return Err(bad("RSA exponent out of range"));
+                return Err(jwk.bad("RSA exponent out of range"));
             }
             KeyMaterial::Rsa { n, e }
         }
@@ -207,10 +201,10 @@ fn parse_jwk(jwk: &Jwk) -> Result<Option<PublicKey>, KeySetError> {
                 tracing::warn!(kid = %kid_for_log, "skipping EC key that is not P-256/ES256");
                 return Ok(None);
             }
-            let x = b64_param(jwk, &jwk.x, "missing or invalid coordinate x")?;
-            let y = b64_param(jwk, &jwk.y, "missing or invalid coordinate y")?;
+            let x = jwk.param(&jwk.x, "missing or invalid coordinate x")?;
+            let y = jwk.param(&jwk.y, "missing or invalid coordinate y")?;
             if x.len() != 32 || y.len() != 32 {
-                return Err(bad("P-256 coordinates must be 32 bytes each"));
+                return Err(jwk.bad("P-256 coordinates must be 32 bytes each"));
             }
             let mut point = Vec::with_capacity(65);
             point.push(0x04);

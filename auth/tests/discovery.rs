@@ -156,78 +156,87 @@ async fn bearer_token_is_never_sent_over_plain_http() {
     assert!(matches!(err, JwksError::InsecureBearer(_)), "{err}");
 }
 
+/// A fake issuer publishing one key (`known`), a verifier built by discovery from it, and
+/// an issuer whose key it does not publish (`stranger`).
+struct Rotation {
+    server: TestServer,
+    jwks: Arc<Mutex<String>>,
+    verifier: JwksVerifier,
+    known: DevIssuer,
+    stranger: DevIssuer,
+}
+
+async fn rotation(refresh_interval: Option<Duration>) -> Rotation {
+    let pki = test_pki();
+    let known = DevIssuer::generate().with_issuer_url(REAL_ISSUER);
+    let stranger = DevIssuer::generate().with_issuer_url(REAL_ISSUER);
+    let jwks = Arc::new(Mutex::new(known.jwks_json()));
+    let server = fake_issuer(Arc::clone(&jwks), &pki, None).await;
+    let mut verifier = JwksVerifier::from_discovery(REAL_ISSUER, AUD, options(&server, &pki))
+        .await
+        .unwrap();
+    if let Some(interval) = refresh_interval {
+        verifier = verifier.with_refresh_interval(interval);
+    }
+    Rotation {
+        server,
+        jwks,
+        verifier,
+        known,
+        stranger,
+    }
+}
+
+fn token_from(issuer: &DevIssuer, now: i64) -> String {
+    issuer
+        .issue("demo", "app", AUD, Duration::from_secs(600), now)
+        .unwrap()
+}
+
 #[tokio::test]
 async fn unknown_kid_refreshes_keys_once_rotation_happened() {
-    let pki = test_pki();
-    let old = DevIssuer::generate().with_issuer_url(REAL_ISSUER);
-    let new = DevIssuer::generate().with_issuer_url(REAL_ISSUER);
-    let jwks = Arc::new(Mutex::new(old.jwks_json()));
-    let server = fake_issuer(Arc::clone(&jwks), &pki, None).await;
-    let verifier = JwksVerifier::from_discovery(REAL_ISSUER, AUD, options(&server, &pki))
-        .await
-        .unwrap()
-        .with_refresh_interval(Duration::ZERO);
+    let r = rotation(Some(Duration::ZERO)).await;
     let now = aegis_auth::unix_now();
-    let token = new
-        .issue("demo", "app", AUD, Duration::from_secs(600), now)
-        .unwrap();
+    let token = token_from(&r.stranger, now);
     assert!(matches!(
-        verifier.verify(&token, now),
+        r.verifier.verify(&token, now),
         Err(AuthError::UnknownKeyId(_))
     ));
 
-    *jwks.lock().unwrap() = new.jwks_json(); // the issuer rotates its key
-    let id = verifier.authenticate_at(&token, now).await.unwrap();
+    *r.jwks.lock().unwrap() = r.stranger.jwks_json(); // the issuer rotates its key
+    let id = r.verifier.authenticate_at(&token, now).await.unwrap();
     assert_eq!(id.workload.to_string(), "demo/app");
-    assert_eq!(server.count(), 3, "discovery, JWKS, one refresh");
+    assert_eq!(r.server.count(), 3, "discovery, JWKS, one refresh");
 }
 
 #[tokio::test]
 async fn unknown_kid_refresh_is_rate_limited() {
-    let pki = test_pki();
-    let known = DevIssuer::generate().with_issuer_url(REAL_ISSUER);
-    let stranger = DevIssuer::generate().with_issuer_url(REAL_ISSUER);
-    let jwks = Arc::new(Mutex::new(known.jwks_json()));
-    let server = fake_issuer(jwks, &pki, None).await;
     // Default interval: the keys fetched at construction count as fresh for a minute.
-    let verifier = JwksVerifier::from_discovery(REAL_ISSUER, AUD, options(&server, &pki))
-        .await
-        .unwrap();
+    let r = rotation(None).await;
     let now = aegis_auth::unix_now();
     for _ in 0..20 {
-        let token = stranger
-            .issue("demo", "app", AUD, Duration::from_secs(600), now)
-            .unwrap();
-        let err = verifier.authenticate_at(&token, now).await.unwrap_err();
+        let token = token_from(&r.stranger, now);
+        let err = r.verifier.authenticate_at(&token, now).await.unwrap_err();
         assert!(matches!(err, AuthError::UnknownKeyId(_)), "{err}");
     }
-    assert_eq!(server.count(), 2, "made-up kids cause no extra fetches");
+    assert_eq!(r.server.count(), 2, "made-up kids cause no extra fetches");
 }
 
 #[tokio::test]
 async fn refresh_failure_is_unavailable_not_unauthorized() {
-    let pki = test_pki();
-    let known = DevIssuer::generate().with_issuer_url(REAL_ISSUER);
-    let stranger = DevIssuer::generate().with_issuer_url(REAL_ISSUER);
-    let jwks = Arc::new(Mutex::new(known.jwks_json()));
-    let server = fake_issuer(jwks, &pki, None).await;
-    let verifier = JwksVerifier::from_discovery(REAL_ISSUER, AUD, options(&server, &pki))
-        .await
-        .unwrap()
-        .with_refresh_interval(Duration::ZERO);
-    drop(server); // the issuer goes away
+    let r = rotation(Some(Duration::ZERO)).await;
+    drop(r.server); // the issuer goes away
     let now = aegis_auth::unix_now();
-    let token = stranger
-        .issue("demo", "app", AUD, Duration::from_secs(600), now)
-        .unwrap();
-    let err = verifier.authenticate_at(&token, now).await.unwrap_err();
+    let token = token_from(&r.stranger, now);
+    let err = r.verifier.authenticate_at(&token, now).await.unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     assert_no_token_in(&err, &token);
     // Known keys keep working while the issuer is down.
-    let ok = known
-        .issue("demo", "app", AUD, Duration::from_secs(600), now)
-        .unwrap();
-    assert!(verifier.authenticate_at(&ok, now).await.is_ok());
+    assert!(r
+        .verifier
+        .authenticate_at(&token_from(&r.known, now), now)
+        .await
+        .is_ok());
 }
 
 #[tokio::test]

@@ -27,6 +27,15 @@ fn dev() -> (DevIssuer, JwksVerifier) {
     (issuer, verifier)
 }
 
+/// A dev issuer, its verifier, and a `demo/app` token valid for [NOW, NOW + 600).
+fn dev_token() -> (DevIssuer, JwksVerifier, String) {
+    let (issuer, verifier) = dev();
+    let token = issuer
+        .issue("demo", "app", AUD, Duration::from_secs(600), NOW)
+        .unwrap();
+    (issuer, verifier, token)
+}
+
 /// Verifies and returns the error, checking it does not leak the token.
 fn reject(verifier: &JwksVerifier, token: &str, now: i64) -> AuthError {
     let err = verifier
@@ -116,10 +125,7 @@ fn issuer_mismatch_is_rejected() {
 
 #[test]
 fn expired_token_is_rejected_with_its_expiry() {
-    let (issuer, verifier) = dev();
-    let token = issuer
-        .issue("demo", "app", AUD, Duration::from_secs(600), NOW)
-        .unwrap();
+    let (_, verifier, token) = dev_token();
     let err = reject(&verifier, &token, NOW + 3600);
     assert_eq!(
         err,
@@ -137,10 +143,7 @@ fn expired_token_is_rejected_with_its_expiry() {
 
 #[test]
 fn not_yet_valid_token_is_rejected() {
-    let (issuer, verifier) = dev();
-    let token = issuer
-        .issue("demo", "app", AUD, Duration::from_secs(600), NOW)
-        .unwrap();
+    let (_, verifier, token) = dev_token();
     let err = reject(&verifier, &token, NOW - 3600);
     assert!(
         matches!(err, AuthError::NotYetValid { nbf: NOW, .. }),
@@ -150,10 +153,7 @@ fn not_yet_valid_token_is_rejected() {
 
 #[test]
 fn expiry_leeway_boundary_is_exclusive() {
-    let (issuer, verifier) = dev();
-    let token = issuer
-        .issue("demo", "app", AUD, Duration::from_secs(600), NOW)
-        .unwrap();
+    let (_, verifier, token) = dev_token();
     let exp = NOW + 600;
     assert!(
         verifier.verify(&token, exp + 29).is_ok(),
@@ -167,10 +167,7 @@ fn expiry_leeway_boundary_is_exclusive() {
 
 #[test]
 fn not_before_leeway_boundary_is_inclusive() {
-    let (issuer, verifier) = dev();
-    let token = issuer
-        .issue("demo", "app", AUD, Duration::from_secs(600), NOW)
-        .unwrap();
+    let (_, verifier, token) = dev_token();
     assert!(
         verifier.verify(&token, NOW - 30).is_ok(),
         "30 s early is within leeway"
@@ -231,10 +228,7 @@ fn flipped_payload_byte_is_rejected() {
 
 #[test]
 fn flipped_es256_signature_byte_is_rejected() {
-    let (issuer, verifier) = dev();
-    let token = issuer
-        .issue("demo", "app", AUD, Duration::from_secs(600), NOW)
-        .unwrap();
+    let (_, verifier, token) = dev_token();
     let mut sig = URL_SAFE_NO_PAD
         .decode(token.split('.').nth(2).unwrap())
         .unwrap();
@@ -245,10 +239,7 @@ fn flipped_es256_signature_byte_is_rejected() {
 
 #[test]
 fn es256_dev_token_is_accepted() {
-    let (issuer, verifier) = dev();
-    let token = issuer
-        .issue("demo", "app", AUD, Duration::from_secs(600), NOW)
-        .unwrap();
+    let (_, verifier, token) = dev_token();
     let id = verifier.verify(&token, NOW).unwrap();
     assert_eq!(id.workload.to_string(), "demo/app");
     assert_eq!(id.expires_at, NOW + 600);
@@ -545,10 +536,7 @@ async fn cached_result_is_not_served_after_expiry() {
 
 #[tokio::test]
 async fn cache_never_accepts_a_different_token() {
-    let (issuer, verifier) = dev();
-    let token = issuer
-        .issue("demo", "app", AUD, Duration::from_secs(600), NOW)
-        .unwrap();
+    let (_, verifier, token) = dev_token();
     assert!(verifier.authenticate_at(&token, NOW).await.is_ok());
     let mut sig = URL_SAFE_NO_PAD
         .decode(token.split('.').nth(2).unwrap())
