@@ -308,15 +308,19 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
 
+    const BASE: [&str; 6] = ["aegis-safe", "serve", "--tls-cert", "c", "--tls-key", "k"];
+
+    fn parse(extra: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(BASE.iter().chain(extra)).map_err(|e| e.to_string())?;
+        let Command::Serve(a) = cli.command else {
+            return Err("not serve".into());
+        };
+        a.to_config().map_err(|e| e.to_string())
+    }
+
     #[test]
     fn serve_flags_build_the_config() {
-        let cli = Cli::try_parse_from([
-            "aegis-safe",
-            "serve",
-            "--tls-cert",
-            "c",
-            "--tls-key",
-            "k",
+        let c = parse(&[
             "--root-key-secret",
             "aegis-root",
             "--token-auth",
@@ -329,18 +333,12 @@ mod tests {
             "c/d",
         ])
         .unwrap();
-        let Command::Serve(a) = cli.command else {
-            panic!("not serve")
-        };
-        let c = a.to_config().unwrap();
         assert_eq!(c.admins.len(), 2);
-        assert_eq!(
-            c.root_key,
-            RootKeySource::Secret {
-                name: "aegis-root".into(),
-                namespace: None
-            }
-        );
+        let secret = RootKeySource::Secret {
+            name: "aegis-root".into(),
+            namespace: None,
+        };
+        assert_eq!(c.root_key, secret);
         assert!(matches!(
             c.auth,
             AuthConfig::Jwks {
@@ -352,54 +350,51 @@ mod tests {
 
     #[test]
     fn root_key_sources_are_exclusive_and_required() {
-        let base = ["aegis-safe", "serve", "--tls-cert", "c", "--tls-key", "k"];
-        assert!(Cli::try_parse_from(base).is_err());
-        let both = [
-            &base[..],
-            &["--root-key-file", "f", "--root-key-secret", "s"],
-        ]
-        .concat();
-        assert!(Cli::try_parse_from(both).is_err());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--root-key-file", "f", "--root-key-secret", "s"]).is_err());
     }
 
     #[test]
     fn admin_must_be_namespace_slash_service_account() {
-        let args = [
-            "aegis-safe",
-            "serve",
-            "--tls-cert",
-            "c",
-            "--tls-key",
-            "k",
+        assert!(parse(&["--root-key-file", "f", "--admin", "nope"]).is_err());
+    }
+
+    #[test]
+    fn jwks_without_a_file_uses_the_url_or_discovery() {
+        let c = parse(&["--root-key-file", "f", "--token-auth", "jwks"]).unwrap();
+        assert!(matches!(
+            c.auth,
+            AuthConfig::Jwks {
+                source: JwksSource::Discovery { .. },
+                ..
+            }
+        ));
+        let url = [
             "--root-key-file",
             "f",
-            "--admin",
-            "nope",
+            "--token-auth",
+            "jwks",
+            "--jwks-url",
+            "https://x/jwks",
         ];
-        assert!(Cli::try_parse_from(args).is_err());
+        let c = parse(&url).unwrap();
+        assert!(matches!(
+            c.auth,
+            AuthConfig::Jwks {
+                source: JwksSource::Url { .. },
+                ..
+            }
+        ));
     }
 
     #[test]
     fn defaults_are_tokenreview_and_the_default_admin() {
-        let cli = Cli::try_parse_from([
-            "aegis-safe",
-            "serve",
-            "--tls-cert",
-            "c",
-            "--tls-key",
-            "k",
-            "--root-key-file",
-            "f",
-        ])
-        .unwrap();
-        let Command::Serve(a) = cli.command else {
-            panic!("not serve")
-        };
-        let c = a.to_config().unwrap();
+        let c = parse(&["--root-key-file", "f"]).unwrap();
         assert_eq!(
             c.admins,
             vec!["aegis-system/aegis-sentinel".parse::<Workload>().unwrap()]
         );
         assert!(matches!(c.auth, AuthConfig::TokenReview { .. }));
+        assert_eq!(c.listen.port(), 8443);
     }
 }

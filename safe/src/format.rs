@@ -266,20 +266,22 @@ pub fn append_frame(
     Ok(())
 }
 
+/// A complete frame found in a buffer (not yet authenticated).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Record kind.
+    pub kind: RecordKind,
+    /// Nonce.
+    pub nonce: [u8; NONCE_BYTES],
+    /// Where the ciphertext+tag lies in the buffer; `body.end` is the end of the frame.
+    pub body: std::ops::Range<usize>,
+}
+
 /// What the bytes at a frame position are.
 #[derive(Debug)]
 pub enum FrameRead {
-    /// A complete frame (not yet authenticated): kind, nonce, and the ciphertext range.
-    Complete {
-        /// Record kind.
-        kind: RecordKind,
-        /// Nonce.
-        nonce: [u8; NONCE_BYTES],
-        /// Ciphertext+tag occupies `body_start..body_end` of the buffer.
-        body_start: usize,
-        /// End of the frame.
-        body_end: usize,
-    },
+    /// A complete frame.
+    Complete(Frame),
     /// The buffer ends inside this frame, or everything from here on is zero: the tail of
     /// a write that never completed.
     Torn,
@@ -311,12 +313,32 @@ pub fn read_frame(buf: &[u8], at: usize, pos: FramePos) -> Result<FrameRead, For
     }
     let mut nonce = [0u8; NONCE_BYTES];
     nonce.copy_from_slice(&rest[9..9 + NONCE_BYTES]);
-    Ok(FrameRead::Complete {
+    Ok(FrameRead::Complete(Frame {
         kind,
         nonce,
-        body_start,
-        body_end,
-    })
+        body: body_start..body_end,
+    }))
+}
+
+/// A decrypted record: its kind, its plaintext (decrypted in place in the buffer), and
+/// where the next frame starts.
+pub type Opened<'a> = (RecordKind, &'a mut [u8], usize);
+
+/// Reads, authenticates and decrypts the frame at `at`; `None` if it is torn.
+pub fn open_at<'a>(
+    sealer: &Sealer,
+    buf: &'a mut [u8],
+    at: usize,
+    pos: FramePos,
+) -> Result<Option<Opened<'a>>, FormatError> {
+    match read_frame(buf, at, pos)? {
+        FrameRead::Torn => Ok(None),
+        FrameRead::Complete(f) => {
+            let end = f.body.end;
+            let plain = open_frame(sealer, pos, f.kind, f.nonce, &mut buf[f.body])?;
+            Ok(Some((f.kind, plain, end)))
+        }
+    }
 }
 
 /// Authenticates and decrypts a complete frame's body in place.
@@ -650,22 +672,7 @@ mod tests {
 
     #[test]
     fn put_frame_known_answer() {
-        let pos = FramePos {
-            file: FileKind::Journal,
-            file_id: 7,
-            seq: 42,
-        };
-        let mut out = Vec::new();
-        append_frame(
-            &sealer(),
-            pos,
-            RecordKind::Put,
-            &put().encode(),
-            NONCE,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(hex(&out), KAT_PUT_FRAME);
+        assert_eq!(hex(&put_frame()), KAT_PUT_FRAME);
     }
 
     #[test]
@@ -681,42 +688,41 @@ mod tests {
         assert!(Record::decode(RecordKind::Delete, &p.encode()).is_err());
     }
 
+    const POS: FramePos = FramePos {
+        file: FileKind::Journal,
+        file_id: 7,
+        seq: 42,
+    };
+
+    /// The put record sealed at [`POS`] with the fixed nonce.
+    fn put_frame() -> Vec<u8> {
+        let mut out = Vec::new();
+        append_frame(
+            &sealer(),
+            POS,
+            RecordKind::Put,
+            &put().encode(),
+            NONCE,
+            &mut out,
+        )
+        .unwrap();
+        out
+    }
+
     #[test]
     fn flipping_any_byte_of_a_frame_fails() {
-        let s = sealer();
-        let pos = FramePos {
-            file: FileKind::Journal,
-            file_id: 7,
-            seq: 42,
-        };
-        let mut frame = Vec::new();
-        append_frame(&s, pos, RecordKind::Put, &put().encode(), NONCE, &mut frame).unwrap();
+        let (s, pos, frame) = (sealer(), POS, put_frame());
         for i in 0..frame.len() {
             let mut bad = frame.clone();
             bad[i] ^= 0x04;
-            let ok = match read_frame(&bad, 0, pos) {
-                Ok(FrameRead::Complete {
-                    kind,
-                    nonce,
-                    body_start,
-                    body_end,
-                }) => open_frame(&s, pos, kind, nonce, &mut bad[body_start..body_end]).is_ok(),
-                Ok(FrameRead::Torn) | Err(_) => false,
-            };
+            let ok = matches!(open_at(&s, &mut bad, 0, pos), Ok(Some(_)));
             assert!(!ok, "flipping byte {i} went unnoticed");
         }
     }
 
     #[test]
     fn a_frame_at_another_position_or_file_fails() {
-        let s = sealer();
-        let pos = FramePos {
-            file: FileKind::Journal,
-            file_id: 7,
-            seq: 42,
-        };
-        let mut frame = Vec::new();
-        append_frame(&s, pos, RecordKind::Put, &put().encode(), NONCE, &mut frame).unwrap();
+        let (s, pos, frame) = (sealer(), POS, put_frame());
         for other in [
             FramePos { seq: 43, ..pos },
             FramePos { file_id: 8, ..pos },
@@ -725,32 +731,14 @@ mod tests {
                 ..pos
             },
         ] {
-            let ok = match read_frame(&frame, 0, other) {
-                Ok(FrameRead::Complete {
-                    kind,
-                    nonce,
-                    body_start,
-                    body_end,
-                }) => {
-                    let mut f = frame.clone();
-                    open_frame(&s, other, kind, nonce, &mut f[body_start..body_end]).is_ok()
-                }
-                _ => false,
-            };
+            let ok = matches!(open_at(&s, &mut frame.clone(), 0, other), Ok(Some(_)));
             assert!(!ok, "{other:?}");
         }
     }
 
     #[test]
     fn incomplete_frames_are_torn() {
-        let s = sealer();
-        let pos = FramePos {
-            file: FileKind::Journal,
-            file_id: 7,
-            seq: 42,
-        };
-        let mut frame = Vec::new();
-        append_frame(&s, pos, RecordKind::Put, &put().encode(), NONCE, &mut frame).unwrap();
+        let (pos, frame) = (POS, put_frame());
         for cut in 1..frame.len() {
             assert!(
                 matches!(read_frame(&frame[..cut], 0, pos), Ok(FrameRead::Torn)),

@@ -5,9 +5,10 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A TLS handshake must finish within this, so idle sockets cannot pin tasks.
@@ -25,31 +26,44 @@ fn http1() -> hyper::server::conn::http1::Builder {
     b
 }
 
+/// Accepts connections until `stop` turns true, handing each to `handle` with the
+/// shutdown tracker; then closes the listener and drains.
+async fn accept_loop(
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    mut handle: impl FnMut(TcpStream, SocketAddr, &GracefulShutdown),
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, peer)) => handle(tcp, peer, &graceful),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    drain(graceful).await;
+}
+
 /// Serves `router` over TLS until `stop` turns true, then drains.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
+    accept_loop(listener, stop, |tcp, peer, graceful| {
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
+        // Watch before the handshake so a shutdown during it is seen too.
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -68,35 +82,20 @@ pub async fn serve_tls(
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
-    }
-    drop(listener);
-    drain(graceful).await;
+    })
+    .await;
 }
 
 /// Serves `router` over plain HTTP until `stop` turns true, then drains.
-pub async fn serve_plain(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
+pub async fn serve_plain(listener: TcpListener, router: Router, stop: watch::Receiver<bool>) {
+    accept_loop(listener, stop, |tcp, _, graceful| {
         let service = TowerToHyperService::new(router.clone());
-        let conn = http1().serve_connection(TokioIo::new(tcp), service);
-        let fut = graceful.watch(conn);
+        let conn = graceful.watch(http1().serve_connection(TokioIo::new(tcp), service));
         tokio::spawn(async move {
-            let _ = fut.await;
+            let _ = conn.await;
         });
-    }
-    drop(listener);
-    drain(graceful).await;
+    })
+    .await;
 }
 
 async fn drain(graceful: GracefulShutdown) {

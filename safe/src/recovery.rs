@@ -12,8 +12,7 @@
 
 use crate::crypto::Sealer;
 use crate::format::{
-    self, decode_header, read_frame, FileKind, FormatError, FramePos, FrameRead, Record,
-    RecordKind, HEADER_LEN,
+    self, decode_header, open_at, FileKind, FormatError, FramePos, Record, RecordKind, HEADER_LEN,
 };
 use crate::journal::{
     io_err, journal_name, parse_name, remove_generation, snapshot_name, sync_dir, write_snapshot,
@@ -198,8 +197,9 @@ fn load_snapshot(
     let mut at = HEADER_LEN;
     let mut seq = 0u64;
     let mut secrets = 0u64;
+    let total = buf.len();
     loop {
-        if at >= buf.len() {
+        if at >= total {
             return Err(corrupt(&path, at, FormatError::SnapshotIncomplete));
         }
         let pos = FramePos {
@@ -207,18 +207,9 @@ fn load_snapshot(
             file_id: id,
             seq,
         };
-        let (kind, nonce, start, end) = match read_frame(&buf, at, pos) {
-            Ok(FrameRead::Complete {
-                kind,
-                nonce,
-                body_start,
-                body_end,
-            }) => (kind, nonce, body_start, body_end),
-            Ok(FrameRead::Torn) => return Err(corrupt(&path, at, FormatError::SnapshotIncomplete)),
-            Err(e) => return Err(corrupt(&path, at, e)),
-        };
-        let plain = format::open_frame(sealer, pos, kind, nonce, &mut buf[start..end])
-            .map_err(|e| corrupt(&path, at, e))?;
+        let (kind, plain, end) = open_at(sealer, &mut buf, at, pos)
+            .map_err(|e| corrupt(&path, at, e))?
+            .ok_or_else(|| corrupt(&path, at, FormatError::SnapshotIncomplete))?;
         match kind {
             RecordKind::Workload => {
                 let (w, revision, entries) =
@@ -246,7 +237,7 @@ fn load_snapshot(
                     ));
                     return Err(corrupt(&path, at, e));
                 }
-                if end != buf.len() {
+                if end != total {
                     return Err(corrupt(
                         &path,
                         end,
@@ -290,37 +281,29 @@ fn replay_journal(
     let mut seq = header.first_seq;
     // Workloads touched by the journal, applied to the store once at the end.
     let mut touched: HashMap<aegis_core::Workload, WorkloadState> = HashMap::new();
-    while at < buf.len() {
+    let total = buf.len();
+    while at < total {
         let pos = FramePos {
             file: FileKind::Journal,
             file_id: id,
             seq,
         };
-        let (kind, nonce, start, end) = match read_frame(&buf, at, pos) {
-            Ok(FrameRead::Complete {
-                kind,
-                nonce,
-                body_start,
-                body_end,
-            }) => (kind, nonce, body_start, body_end),
-            Ok(FrameRead::Torn) => {
-                report.torn_bytes = (buf.len() - at) as u64;
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = at,
-                    dropped_bytes = buf.len() - at,
-                    "dropping a torn final journal record (a write interrupted before it was acknowledged)"
-                );
-                truncate(&path, at as u64)?;
-                break;
-            }
-            Err(e) => return Err(corrupt(&path, at, e)),
+        let Some((kind, plain, end)) =
+            open_at(sealer, &mut buf, at, pos).map_err(|e| corrupt(&path, at, e))?
+        else {
+            report.torn_bytes = (total - at) as u64;
+            tracing::warn!(
+                file = %path.display(),
+                offset = at,
+                dropped_bytes = total - at,
+                "dropping a torn final journal record (a write interrupted before it was acknowledged)"
+            );
+            truncate(&path, at as u64)?;
+            break;
         };
         if !matches!(kind, RecordKind::Put | RecordKind::Delete) {
             return Err(corrupt(&path, at, FormatError::Kind(kind as u8)));
         }
-        let plain = format::open_frame(sealer, pos, kind, nonce, &mut buf[start..end])
-            .map_err(|e| corrupt(&path, at, e))?;
         let record = Record::decode(kind, plain).map_err(|e| corrupt(&path, at, e))?;
         let workload = match &record {
             Record::Put { workload, .. } | Record::Delete { workload, .. } => workload.clone(),

@@ -104,7 +104,7 @@ fn boundaries(path: &Path) -> Vec<usize> {
             seq,
         };
         match read_frame(&buf, at, pos).unwrap() {
-            FrameRead::Complete { body_end, .. } => at = body_end,
+            FrameRead::Complete(f) => at = f.body.end,
             FrameRead::Torn => panic!("pristine journal has a torn frame"),
         }
         out.push(at);

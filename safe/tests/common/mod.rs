@@ -54,6 +54,13 @@ impl Env {
         self.req("PUT", &path, Some(&self.admin), Some(&body)).await
     }
 
+    /// Status of `GET /v1/secrets` with `token`.
+    pub async fn read_status(&self, token: &str) -> u16 {
+        self.req("GET", "/v1/secrets", Some(token), None)
+            .await
+            .status
+    }
+
     pub async fn secrets(&self, ns: &str, sa: &str) -> serde_json::Value {
         let t = self.token(ns, sa);
         let r = self.req("GET", "/v1/secrets", Some(&t), None).await;
