@@ -51,7 +51,10 @@ impl Env {
             // Dropping stdin closes it: a non-terminal, prompt-less stdin.
             let mut si = child.stdin.take().unwrap();
             if let Some(bytes) = stdin {
-                si.write_all(bytes).unwrap();
+                // The CLI may refuse before reading stdin (bad key): EPIPE is fine then.
+                if let Err(e) = si.write_all(bytes) {
+                    assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+                }
             }
         }
         child.wait_with_output().unwrap()
