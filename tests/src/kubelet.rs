@@ -59,6 +59,9 @@ use std::time::{Duration, Instant};
 use aegis_auth::{DevIssuer, PodRef};
 use serde_json::Value;
 
+/// A container's environment, in definition order.
+pub type Env = Vec<(String, String)>;
+
 /// Default `PATH` of a container whose image sets none (the runtime's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// ClusterIP of the `kubernetes` Service, as the kubelet advertises it to every container.
@@ -546,7 +549,7 @@ impl Kubelet {
         &self,
         sb: &Sandbox,
         spec: &Value,
-    ) -> Result<(Vec<String>, Vec<(String, String)>), KubeletError> {
+    ) -> Result<(Vec<String>, Env), KubeletError> {
         let image_ref = spec["image"].as_str().unwrap_or_default();
         let image = self.images.get(image_ref).cloned().unwrap_or_default();
         let env = self.environment(sb, spec, &image)?;

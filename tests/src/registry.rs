@@ -47,6 +47,24 @@ impl Drop for Registry {
     }
 }
 
+/// A plain-HTTP client (the registry listens without TLS, as `--insecure-registry` expects).
+/// reqwest is built without a default TLS provider, so it gets a ring-backed config that
+/// trusts nothing: any TLS use would fail closed.
+fn http_client() -> Result<reqwest::blocking::Client, RegistryError> {
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| RegistryError::Push(e.to_string()))?
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| RegistryError::Push(e.to_string()))
+}
+
 fn sha256(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
@@ -86,7 +104,7 @@ impl Registry {
             .spawn()
             .map_err(RegistryError::Io)?;
         let registry = Registry { addr, child };
-        let client = reqwest::blocking::Client::new();
+        let client = http_client()?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if client
@@ -110,7 +128,7 @@ impl Registry {
         entrypoint: &[&str],
         cmd: &[&str],
     ) -> Result<String, RegistryError> {
-        let client = reqwest::blocking::Client::new();
+        let client = http_client()?;
         // An empty tar archive (two zero blocks): the layer's content does not matter here.
         let layer = vec![0u8; 1024];
         let config = serde_json::to_vec(&json!({
@@ -201,7 +219,7 @@ impl Registry {
 pub fn image_config(reference: &str) -> Option<Value> {
     let (host, rest) = reference.split_once('/')?;
     let (repo, tag) = rest.rsplit_once(':')?;
-    let client = reqwest::blocking::Client::new();
+    let client = http_client().ok()?;
     let manifest: Value = client
         .get(format!("http://{host}/v2/{repo}/manifests/{tag}"))
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")

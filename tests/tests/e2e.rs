@@ -505,3 +505,119 @@ fn pods_in_the_release_namespace_are_not_sent_to_the_webhook() -> Result {
     }
     Ok(())
 }
+
+#[test]
+fn the_pod_built_from_kubectl_output_has_the_shape_of_the_captured_request() -> Result {
+    // The captured request came from `kubectl create deployment web --image=registry.example/web:1.4
+    // -- /app/serve --port 8080` plus the annotation and ServiceAccount; rebuild it the same way.
+    let fixture_path = tools::repo_root()
+        .join("../shared/fixtures/admission/pod-from-deployment-with-command.json");
+    let fixture: Value = serde_json::from_slice(
+        &std::fs::read(&fixture_path)
+            .map_err(|e| E2eError::Io(format!("read {}", fixture_path.display()), e))?,
+    )
+    .map_err(|e| E2eError::Setup(e.to_string()))?;
+    let captured = &fixture["request"]["object"];
+    let command: Vec<String> = ["/app/serve", "--port", "8080"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let d = deployment(
+        "web",
+        "registry.example/web:1.4",
+        &command,
+        "app",
+        json!([]),
+    )?;
+    let ours = aegis_e2e::apiserver::pod_from_deployment(&d, DEMO_NS)?;
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        keys(&ours["spec"]),
+        keys(&captured["spec"]),
+        "pod spec fields"
+    );
+    assert_eq!(
+        keys(&ours["spec"]["containers"][0]),
+        keys(&captured["spec"]["containers"][0])
+    );
+    let mut meta = keys(&captured["metadata"]);
+    meta.retain(|k| k != "managedFields" && k != "creationTimestamp");
+    assert_eq!(
+        keys(&ours["metadata"]),
+        meta,
+        "metadata fields (managedFields aside)"
+    );
+    // Identical once the random names (ReplicaSet hash, kube-api-access suffix, uids) are set aside.
+    let normalise = |pod: &Value| {
+        let mut spec = pod["spec"].clone();
+        spec["volumes"][0]["name"] = json!("kube-api-access");
+        spec["containers"][0]["volumeMounts"][0]["name"] = json!("kube-api-access");
+        spec
+    };
+    assert_eq!(normalise(&ours), normalise(captured));
+    assert_eq!(
+        ours["metadata"]["annotations"],
+        captured["metadata"]["annotations"]
+    );
+    assert_eq!(ours["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+    Ok(())
+}
+
+#[test]
+fn the_api_server_rejects_a_pod_the_schema_does_not_allow() -> Result {
+    // Proves the schema validation applied to every mutated pod can fail.
+    let dir = tempfile::tempdir().map_err(|e| E2eError::Io("tempdir".into(), e))?;
+    let api = aegis_e2e::apiserver::ApiServer {
+        scratch: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let d = deployment(
+        "web",
+        "registry.example/web:1.4",
+        &probe_command(&[]),
+        "app",
+        json!([]),
+    )?;
+    let mut pod = aegis_e2e::apiserver::pod_from_deployment(&d, DEMO_NS)?;
+    pod["metadata"]["name"] = json!("web-x");
+    api.validate(&pod)?;
+    pod["spec"]["containers"][0]["command"] = json!("/bin/sh -c not-a-list");
+    assert!(matches!(
+        api.validate(&pod),
+        Err(ApiServerError::Invalid(_))
+    ));
+    Ok(())
+}
+
+#[test]
+fn a_reinvoked_webhook_leaves_an_injected_pod_unchanged() -> Result {
+    // With reinvocationPolicy IfNeeded the API server calls the webhook again with its own
+    // output when a later webhook changed the pod; the second pass must change nothing.
+    let cluster = Cluster::start(ClusterOptions::default())?;
+    assert_eq!(cluster.api.webhooks[0].reinvocation, "IfNeeded");
+    let d = deployment(
+        "web",
+        "registry.example/web:1.4",
+        &probe_command(&[]),
+        "app",
+        json!([]),
+    )?;
+    let (first, _) = cluster.create_deployment(&d, DEMO_NS)?;
+    let mut again = first.clone();
+    if let Some(meta) = again["metadata"].as_object_mut() {
+        meta.remove("name");
+        meta.remove("uid");
+    }
+    let (second, trace) = cluster.api.create_pod(again)?;
+    assert_eq!(trace.called, [WEBHOOK]);
+    assert_eq!(second["spec"], first["spec"], "idempotent on re-invocation");
+    assert_eq!(
+        second["metadata"]["annotations"],
+        first["metadata"]["annotations"]
+    );
+    Ok(())
+}
