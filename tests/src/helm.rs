@@ -240,8 +240,8 @@ pub fn validate_files(files: &[PathBuf]) -> Result<Validation, HelmError> {
             .args(["--kubernetes-version", KUBE_VERSION, "--strict", "--quiet"])
             .args(files),
     )?;
-    let output = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let output =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let unknown_kinds = output
         .lines()
         .filter_map(|line| {
@@ -258,7 +258,10 @@ pub fn validate_files(files: &[PathBuf]) -> Result<Validation, HelmError> {
 }
 
 /// Writes each render to `dir` and validates them all with [`validate_files`].
-pub fn validate_renders(dir: &Path, renders: &[(&str, &Rendered)]) -> Result<Validation, HelmError> {
+pub fn validate_renders(
+    dir: &Path,
+    renders: &[(&str, &Rendered)],
+) -> Result<Validation, HelmError> {
     let mut files = Vec::new();
     for (label, rendered) in renders {
         let safe: String = label

@@ -190,7 +190,11 @@ fn webhook_entry(rendered: &Rendered) -> Result<&Value> {
         .find("MutatingWebhookConfiguration", WEBHOOK)
         .context("no MutatingWebhookConfiguration rendered")?;
     let hooks = mwc["webhooks"].as_array().context("no webhooks")?;
-    ensure!(hooks.len() == 1, "expected one webhook, got {}", hooks.len());
+    ensure!(
+        hooks.len() == 1,
+        "expected one webhook, got {}",
+        hooks.len()
+    );
     Ok(&hooks[0])
 }
 
@@ -260,7 +264,10 @@ fn check_cert_manager_doc(doc: &Value) -> Result<()> {
         );
     }
     if doc["kind"] == "Certificate" {
-        ensure!(spec["secretName"].is_string(), "Certificate without secretName");
+        ensure!(
+            spec["secretName"].is_string(),
+            "Certificate without secretName"
+        );
         ensure!(
             spec["issuerRef"]["name"].is_string(),
             "Certificate without issuerRef.name"
@@ -329,9 +336,13 @@ fn schema_rejects_unknown_values_and_bad_enums() -> Result<()> {
 fn webhook_is_called_only_for_pods_annotated_inject_true() -> Result<()> {
     let rendered = defaults()?;
     let hook = webhook_entry(&rendered)?;
-    let conditions = hook["matchConditions"].as_array().context("no matchConditions")?;
+    let conditions = hook["matchConditions"]
+        .as_array()
+        .context("no matchConditions")?;
     ensure!(conditions.len() == 1, "one matchCondition expected");
-    let expression = conditions[0]["expression"].as_str().context("no expression")?;
+    let expression = conditions[0]["expression"]
+        .as_str()
+        .context("no expression")?;
     ensure!(
         expression == INJECT_CONDITION,
         "matchCondition is {expression:?}"
@@ -343,7 +354,10 @@ fn webhook_is_called_only_for_pods_annotated_inject_true() -> Result<()> {
     let rules = hook["rules"].as_array().context("no rules")?;
     ensure!(rules.len() == 1, "one rule expected");
     let rule = &rules[0];
-    ensure!(rule["operations"] == serde_json::json!(["CREATE"]), "{rule}");
+    ensure!(
+        rule["operations"] == serde_json::json!(["CREATE"]),
+        "{rule}"
+    );
     ensure!(rule["apiGroups"] == serde_json::json!([""]), "{rule}");
     ensure!(rule["resources"] == serde_json::json!(["pods"]), "{rule}");
     ensure!(rule["apiVersions"] == serde_json::json!(["v1"]), "{rule}");
@@ -355,19 +369,33 @@ fn webhook_registration_is_fail_closed_idempotent_and_side_effect_free() -> Resu
     let rendered = defaults()?;
     let hook = webhook_entry(&rendered)?;
     ensure!(hook["failurePolicy"] == "Fail", "{hook}");
-    let timeout = hook["timeoutSeconds"].as_i64().context("no timeoutSeconds")?;
-    ensure!(timeout > 0 && timeout < 10, "timeout {timeout} not well under 10");
+    let timeout = hook["timeoutSeconds"]
+        .as_i64()
+        .context("no timeoutSeconds")?;
+    ensure!(
+        timeout > 0 && timeout < 10,
+        "timeout {timeout} not well under 10"
+    );
     ensure!(hook["sideEffects"] == "None", "{hook}");
     ensure!(hook["reinvocationPolicy"] == "IfNeeded", "{hook}");
-    ensure!(hook["admissionReviewVersions"] == serde_json::json!(["v1"]), "{hook}");
+    ensure!(
+        hook["admissionReviewVersions"] == serde_json::json!(["v1"]),
+        "{hook}"
+    );
     ensure!(
         hook["name"].as_str().unwrap_or("").split('.').count() >= 3,
         "webhook name must be fully qualified"
     );
     // The API server calls the webhook Service on its HTTPS port, path /mutate.
     let target = &hook["clientConfig"]["service"];
-    ensure!(target["name"] == WEBHOOK && target["namespace"] == NAMESPACE, "{target}");
-    ensure!(target["path"] == "/mutate" && target["port"] == 8443, "{target}");
+    ensure!(
+        target["name"] == WEBHOOK && target["namespace"] == NAMESPACE,
+        "{target}"
+    );
+    ensure!(
+        target["path"] == "/mutate" && target["port"] == 8443,
+        "{target}"
+    );
     let svc = rendered
         .find("Service", WEBHOOK)
         .context("no webhook Service")?;
@@ -381,7 +409,10 @@ fn webhook_registration_is_fail_closed_idempotent_and_side_effect_free() -> Resu
     let args = rendered.container_args("Deployment", WEBHOOK, "webhook");
     let registry = flag_value(&args, "--registry-timeout").context("no --registry-timeout")?;
     let registry: i64 = registry.trim_end_matches('s').parse()?;
-    ensure!(registry < timeout, "registry timeout {registry}s >= webhook {timeout}s");
+    ensure!(
+        registry < timeout,
+        "registry timeout {registry}s >= webhook {timeout}s"
+    );
     Ok(())
 }
 
@@ -396,7 +427,10 @@ fn failure_policy_and_timeout_come_from_values() -> Result<()> {
     ensure!(hook["failurePolicy"] == "Ignore", "{hook}");
     ensure!(hook["timeoutSeconds"] == 8, "{hook}");
     let args = rendered.container_args("Deployment", WEBHOOK, "webhook");
-    ensure!(flag_value(&args, "--registry-timeout") == Some("6s"), "{args:?}");
+    ensure!(
+        flag_value(&args, "--registry-timeout") == Some("6s"),
+        "{args:?}"
+    );
     Ok(())
 }
 
@@ -411,8 +445,10 @@ fn webhook_never_mutates_pods_in_the_release_namespace_or_kube_system() -> Resul
     ensure!(hook_ns(NAMESPACE, &[])? == ["aegis-system", "kube-system"]);
     ensure!(hook_ns("security", &[])? == ["security", "kube-system"]);
     ensure!(
-        hook_ns("security", &["webhook.excludeNamespaces={monitoring,kube-system}"])?
-            == ["security", "kube-system", "monitoring"]
+        hook_ns(
+            "security",
+            &["webhook.excludeNamespaces={monitoring,kube-system}"]
+        )? == ["security", "kube-system", "monitoring"]
     );
     Ok(())
 }
@@ -442,7 +478,10 @@ fn check_pod_hardening(owner: &str, spec: &Value) -> Result<()> {
             .is_some_and(|sa| sa != "default"),
         "{owner}: own ServiceAccount"
     );
-    ensure!(spec["hostNetwork"].is_null() && spec["hostPID"].is_null(), "{owner}: host namespaces");
+    ensure!(
+        spec["hostNetwork"].is_null() && spec["hostPID"].is_null(),
+        "{owner}: host namespaces"
+    );
     let containers = spec["containers"]
         .as_array()
         .into_iter()
@@ -456,8 +495,14 @@ fn check_pod_hardening(owner: &str, spec: &Value) -> Result<()> {
             sc["runAsUser"].as_i64().is_some_and(|u| u > 0),
             "{name}: numeric runAsUser"
         );
-        ensure!(sc["allowPrivilegeEscalation"] == false, "{name}: privilege escalation");
-        ensure!(sc["readOnlyRootFilesystem"] == true, "{name}: read-only root");
+        ensure!(
+            sc["allowPrivilegeEscalation"] == false,
+            "{name}: privilege escalation"
+        );
+        ensure!(
+            sc["readOnlyRootFilesystem"] == true,
+            "{name}: read-only root"
+        );
         ensure!(sc["privileged"] != true, "{name}: privileged");
         ensure!(
             sc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
@@ -482,7 +527,9 @@ fn check_pod_hardening(owner: &str, spec: &Value) -> Result<()> {
             "{name}: liveness and readiness probes"
         );
         ensure!(
-            c["image"].as_str().is_some_and(|i| i.contains(':') && !i.ends_with(":latest")),
+            c["image"]
+                .as_str()
+                .is_some_and(|i| i.contains(':') && !i.ends_with(":latest")),
             "{name}: image pinned by tag"
         );
         for mount in c["volumeMounts"].as_array().into_iter().flatten() {
@@ -513,7 +560,9 @@ fn every_pod_and_container_is_hardened_in_every_combination() -> Result<()> {
 #[test]
 fn api_server_tokens_are_mounted_only_where_needed() -> Result<()> {
     let automount = |r: &Rendered, kind: &str, name: &str| -> Result<bool> {
-        let doc = r.find(kind, name).with_context(|| format!("no {kind} {name}"))?;
+        let doc = r
+            .find(kind, name)
+            .with_context(|| format!("no {kind} {name}"))?;
         doc["spec"]["template"]["spec"]["automountServiceAccountToken"]
             .as_bool()
             .context("automount not explicit")
@@ -558,7 +607,10 @@ fn rendered_secrets_hold_only_generated_tls_material() -> Result<()> {
                 doc["type"] == "kubernetes.io/tls",
                 "`{label}`: Secret {name} is not a TLS Secret"
             );
-            ensure!(doc["stringData"].is_null(), "`{label}`: {name} has stringData");
+            ensure!(
+                doc["stringData"].is_null(),
+                "`{label}`: {name} has stringData"
+            );
             let keys: BTreeSet<&str> = doc["data"]
                 .as_object()
                 .context("no data")?
@@ -573,14 +625,22 @@ fn rendered_secrets_hold_only_generated_tls_material() -> Result<()> {
             let ca = secret_data(doc, "ca.crt")?;
             let crt = secret_data(doc, "tls.crt")?;
             let key = secret_data(doc, "tls.key")?;
-            ensure!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{name} ca.crt");
-            ensure!(crt.starts_with("-----BEGIN CERTIFICATE-----"), "{name} tls.crt");
+            ensure!(
+                ca.starts_with("-----BEGIN CERTIFICATE-----"),
+                "{name} ca.crt"
+            );
+            ensure!(
+                crt.starts_with("-----BEGIN CERTIFICATE-----"),
+                "{name} tls.crt"
+            );
             ensure!(key.contains("PRIVATE KEY-----"), "{name} tls.key");
             ensure!(ca != crt, "{name}: certificate is its own CA");
         }
         // The root key is created by the Safe at run time, never by the chart.
         ensure!(
-            !rendered.yaml.contains("kind: Secret\nmetadata:\n  name: aegis-safe-root-key"),
+            !rendered
+                .yaml
+                .contains("kind: Secret\nmetadata:\n  name: aegis-safe-root-key"),
             "`{label}`: the root-key Secret is rendered"
         );
     }
@@ -641,8 +701,11 @@ where
 fn generated_ca_bundle_verifies_the_webhook_serving_certificate() -> Result<()> {
     let rendered = defaults()?;
     let hook = webhook_entry(&rendered)?;
-    let bundle = base64::engine::general_purpose::STANDARD
-        .decode(hook["clientConfig"]["caBundle"].as_str().context("no caBundle")?)?;
+    let bundle = base64::engine::general_purpose::STANDARD.decode(
+        hook["clientConfig"]["caBundle"]
+            .as_str()
+            .context("no caBundle")?,
+    )?;
     let secret = rendered
         .find("Secret", "aegis-webhook-tls")
         .context("no webhook TLS Secret")?;
@@ -650,35 +713,50 @@ fn generated_ca_bundle_verifies_the_webhook_serving_certificate() -> Result<()> 
     ensure!(bundle == ca.as_bytes(), "caBundle is not the generated CA");
     // The name the API server dials: <service>.<namespace>.svc.
     let host = format!("{WEBHOOK}.{NAMESPACE}.svc");
-    tls_handshake(&ca, &secret_data(secret, "tls.crt")?, &secret_data(secret, "tls.key")?, &host)?;
+    tls_handshake(
+        &ca,
+        &secret_data(secret, "tls.crt")?,
+        &secret_data(secret, "tls.key")?,
+        &host,
+    )?;
     // The Deployment serves exactly that Secret.
     let deployment = rendered.find("Deployment", WEBHOOK).context("no webhook")?;
     let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
     ensure!(
-        volumes
-            .as_array()
-            .is_some_and(|v| v.iter().any(|v| v["secret"]["secretName"] == "aegis-webhook-tls")),
+        volumes.as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "aegis-webhook-tls")),
         "webhook does not mount aegis-webhook-tls"
     );
     // And trusting the Safe's CA instead must fail: the check above is not vacuous.
-    let safe = rendered.find("Secret", "aegis-safe-tls").context("no Safe TLS")?;
+    let safe = rendered
+        .find("Secret", "aegis-safe-tls")
+        .context("no Safe TLS")?;
     let wrong = tls_handshake(
         &secret_data(safe, "ca.crt")?,
         &secret_data(secret, "tls.crt")?,
         &secret_data(secret, "tls.key")?,
         &host,
     );
-    ensure!(wrong.is_err(), "a foreign CA verified the webhook certificate");
+    ensure!(
+        wrong.is_err(),
+        "a foreign CA verified the webhook certificate"
+    );
     Ok(())
 }
 
 #[test]
 fn safe_certificate_is_valid_for_the_url_its_clients_are_given() -> Result<()> {
     let rendered = defaults()?;
-    let secret = rendered.find("Secret", "aegis-safe-tls").context("no Safe TLS")?;
+    let secret = rendered
+        .find("Secret", "aegis-safe-tls")
+        .context("no Safe TLS")?;
     let webhook_args = rendered.container_args("Deployment", WEBHOOK, "webhook");
     let url = flag_value(&webhook_args, "--safe-url").context("no --safe-url")?;
-    ensure!(url == format!("https://{SAFE}.{NAMESPACE}.svc:8443"), "{url}");
+    ensure!(
+        url == format!("https://{SAFE}.{NAMESPACE}.svc:8443"),
+        "{url}"
+    );
     let sentinel = rendered
         .container("Deployment", SENTINEL, "sentinel")
         .context("no sentinel")?;
@@ -688,7 +766,10 @@ fn safe_certificate_is_valid_for_the_url_its_clients_are_given() -> Result<()> {
         .iter()
         .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
         .collect();
-    ensure!(env.get("AEGIS_SAFE_URL") == Some(&url), "sentinel URL {env:?}");
+    ensure!(
+        env.get("AEGIS_SAFE_URL") == Some(&url),
+        "sentinel URL {env:?}"
+    );
     let host = url
         .trim_start_matches("https://")
         .split(':')
@@ -704,12 +785,16 @@ fn safe_certificate_is_valid_for_the_url_its_clients_are_given() -> Result<()> {
     let ca_file = flag_value(&webhook_args, "--safe-ca-file").context("no --safe-ca-file")?;
     ensure!(env.get("AEGIS_SAFE_CA_FILE") == Some(&ca_file), "{env:?}");
     for name in [WEBHOOK, SENTINEL] {
-        let spec = &rendered.find("Deployment", name).context("deployment")?["spec"]["template"]["spec"];
+        let spec =
+            &rendered.find("Deployment", name).context("deployment")?["spec"]["template"]["spec"];
         let volume = spec["volumes"]
             .as_array()
             .and_then(|v| v.iter().find(|v| v["name"] == "safe-ca"))
             .with_context(|| format!("{name}: no safe-ca volume"))?;
-        ensure!(volume["secret"]["secretName"] == "aegis-safe-tls", "{name}: {volume}");
+        ensure!(
+            volume["secret"]["secretName"] == "aegis-safe-tls",
+            "{name}: {volume}"
+        );
         ensure!(
             volume["secret"]["items"] == serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}]),
             "{name}: mounts more than ca.crt: {volume}"
@@ -727,7 +812,10 @@ fn safe_certificate_is_valid_for_the_url_its_clients_are_given() -> Result<()> {
 #[test]
 fn cert_manager_mode_issues_certificates_and_injects_the_ca_bundle() -> Result<()> {
     let rendered = template(&["safe.tls.mode=certManager", "webhook.tls.mode=certManager"])?;
-    ensure!(rendered.of_kind("Secret").is_empty(), "no Secret is rendered in certManager mode");
+    ensure!(
+        rendered.of_kind("Secret").is_empty(),
+        "no Secret is rendered in certManager mode"
+    );
     for (name, svc) in [("aegis-safe-tls", SAFE), ("aegis-webhook-tls", WEBHOOK)] {
         let cert = rendered.find("Certificate", name).context(name)?;
         ensure!(cert["spec"]["secretName"] == name, "{cert}");
@@ -741,9 +829,13 @@ fn cert_manager_mode_issues_certificates_and_injects_the_ca_bundle() -> Result<(
         );
     }
     ensure!(rendered.find("Issuer", "aegis-selfsigned").is_some());
-    let ca = rendered.find("Certificate", "aegis-ca").context("no CA Certificate")?;
+    let ca = rendered
+        .find("Certificate", "aegis-ca")
+        .context("no CA Certificate")?;
     ensure!(ca["spec"]["isCA"] == true);
-    let issuer = rendered.find("Issuer", "aegis-ca").context("no CA Issuer")?;
+    let issuer = rendered
+        .find("Issuer", "aegis-ca")
+        .context("no CA Issuer")?;
     ensure!(issuer["spec"]["ca"]["secretName"] == "aegis-ca");
     let mwc = rendered
         .find("MutatingWebhookConfiguration", WEBHOOK)
@@ -762,8 +854,13 @@ fn cert_manager_mode_issues_certificates_and_injects_the_ca_bundle() -> Result<(
         "webhook.tls.certManager.issuerRef.kind=ClusterIssuer",
     ])?;
     ensure!(external.of_kind("Issuer").is_empty());
-    let cert = external.find("Certificate", "aegis-webhook-tls").context("cert")?;
-    ensure!(cert["spec"]["issuerRef"]["kind"] == "ClusterIssuer", "{cert}");
+    let cert = external
+        .find("Certificate", "aegis-webhook-tls")
+        .context("cert")?;
+    ensure!(
+        cert["spec"]["issuerRef"]["kind"] == "ClusterIssuer",
+        "{cert}"
+    );
     Ok(())
 }
 
@@ -780,7 +877,10 @@ fn secret_mode_uses_the_named_secrets_and_the_given_ca_bundle() -> Result<()> {
         "webhook.tls.secretName=corp-webhook-tls",
         &file,
     ])?;
-    ensure!(rendered.of_kind("Secret").is_empty(), "chart must not render TLS Secrets");
+    ensure!(
+        rendered.of_kind("Secret").is_empty(),
+        "chart must not render TLS Secrets"
+    );
     let bundle = base64::engine::general_purpose::STANDARD.decode(
         webhook_entry(&rendered)?["clientConfig"]["caBundle"]
             .as_str()
@@ -817,28 +917,46 @@ fn safe_may_read_only_its_root_key_secret() -> Result<()> {
     let safe_args = rendered.container_args("StatefulSet", SAFE, "safe");
     let secret = flag_value(&safe_args, "--root-key-secret").context("no --root-key-secret")?;
     for rule in rules {
-        ensure!(rule["resources"] == serde_json::json!(["secrets"]), "{rule}");
+        ensure!(
+            rule["resources"] == serde_json::json!(["secrets"]),
+            "{rule}"
+        );
         let verbs = rule["verbs"].as_array().context("verbs")?;
         for verb in verbs {
             ensure!(verb == "get" || verb == "create", "Safe may {verb} Secrets");
             // create cannot carry resourceNames in RBAC; every other verb is pinned.
             if verb == "get" {
-                ensure!(rule["resourceNames"] == serde_json::json!([secret]), "{rule}");
+                ensure!(
+                    rule["resourceNames"] == serde_json::json!([secret]),
+                    "{rule}"
+                );
             }
         }
     }
-    ensure!(rules.iter().any(|r| r["verbs"] == serde_json::json!(["create"])));
+    ensure!(rules
+        .iter()
+        .any(|r| r["verbs"] == serde_json::json!(["create"])));
     let binding = rendered
-        .find("ClusterRoleBinding", "aegis-safe-aegis-system-auth-delegator")
+        .find(
+            "ClusterRoleBinding",
+            "aegis-safe-aegis-system-auth-delegator",
+        )
         .context("no auth-delegator binding")?;
     ensure!(binding["roleRef"]["name"] == "system:auth-delegator");
     ensure!(binding["subjects"][0]["name"] == SAFE);
 
     // Pre-created root key: no create at all. jwks mode: no TokenReviews.
-    let locked = template(&["safe.rootKey.allowCreate=false", "safe.tokenAuth=jwks",
-        "safe.jwks.issuer=https://k", "safe.jwks.url=https://k/keys"])?;
+    let locked = template(&[
+        "safe.rootKey.allowCreate=false",
+        "safe.tokenAuth=jwks",
+        "safe.jwks.issuer=https://k",
+        "safe.jwks.url=https://k/keys",
+    ])?;
     let rules = rules_of(&locked, "Role", "aegis-safe-root-key")?;
-    ensure!(rules.len() == 1 && rules[0]["verbs"] == serde_json::json!(["get"]), "{rules:?}");
+    ensure!(
+        rules.len() == 1 && rules[0]["verbs"] == serde_json::json!(["get"]),
+        "{rules:?}"
+    );
     ensure!(locked.of_kind("ClusterRoleBinding").is_empty());
     ensure!(locked.of_kind("ClusterRole").is_empty());
     Ok(())
@@ -847,11 +965,21 @@ fn safe_may_read_only_its_root_key_secret() -> Result<()> {
 #[test]
 fn pull_secret_rbac_exists_only_when_registry_credentials_are_enabled() -> Result<()> {
     let rendered = defaults()?;
-    ensure!(rendered.of_kind("ClusterRole").is_empty(), "ClusterRole without pullSecrets");
-    let enabled = template(&["webhook.registry.pullSecrets=true"])?;
-    let rules = rules_of(&enabled, "ClusterRole", "aegis-webhook-aegis-system-pull-secrets")?;
     ensure!(
-        rules == &vec![serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})],
+        rendered.of_kind("ClusterRole").is_empty(),
+        "ClusterRole without pullSecrets"
+    );
+    let enabled = template(&["webhook.registry.pullSecrets=true"])?;
+    let rules = rules_of(
+        &enabled,
+        "ClusterRole",
+        "aegis-webhook-aegis-system-pull-secrets",
+    )?;
+    ensure!(
+        rules
+            == &vec![
+                serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
+            ],
         "{rules:?}"
     );
     let args = enabled.container_args("Deployment", WEBHOOK, "webhook");
@@ -871,7 +999,9 @@ fn sentinel_is_an_administrator_of_the_safe() -> Result<()> {
         flag_values(&safe_args, "--admin") == [aegis_core::names::DEFAULT_ADMIN],
         "{safe_args:?}"
     );
-    let deployment = rendered.find("Deployment", SENTINEL).context("no sentinel")?;
+    let deployment = rendered
+        .find("Deployment", SENTINEL)
+        .context("no sentinel")?;
     let spec = &deployment["spec"]["template"]["spec"];
     ensure!(spec["serviceAccountName"] == SENTINEL);
     let audience = flag_value(&safe_args, "--audience").context("no --audience")?;
@@ -885,9 +1015,14 @@ fn sentinel_is_an_administrator_of_the_safe() -> Result<()> {
     let webhook_args = rendered.container_args("Deployment", WEBHOOK, "webhook");
     ensure!(flag_value(&webhook_args, "--token-audience") == Some(audience));
     let container = &spec["containers"][0];
-    ensure!(container["args"] == serde_json::json!(["idle"]), "{container}");
     ensure!(
-        container["env"].to_string().contains(aegis_core::names::TOKEN_PATH),
+        container["args"] == serde_json::json!(["idle"]),
+        "{container}"
+    );
+    ensure!(
+        container["env"]
+            .to_string()
+            .contains(aegis_core::names::TOKEN_PATH),
         "sentinel token path"
     );
     // Without the sentinel, only the listed admins.
@@ -905,18 +1040,35 @@ fn network_policies_render_only_when_enabled() -> Result<()> {
         "networkPolicy.enabled=true",
         "networkPolicy.apiServerCIDRs={172.18.0.0/16}",
     ])?;
-    let webhook = rendered.find("NetworkPolicy", WEBHOOK).context("webhook policy")?;
+    let webhook = rendered
+        .find("NetworkPolicy", WEBHOOK)
+        .context("webhook policy")?;
     ensure!(
         webhook["spec"]["ingress"]
             == serde_json::json!([{"from": [{"ipBlock": {"cidr": "172.18.0.0/16"}}],
                                    "ports": [{"port": 8443, "protocol": "TCP"}]}]),
         "{webhook}"
     );
-    let sentinel = rendered.find("NetworkPolicy", SENTINEL).context("sentinel policy")?;
-    ensure!(sentinel["spec"]["ingress"].is_null(), "sentinel must accept nothing");
-    let safe = rendered.find("NetworkPolicy", SAFE).context("safe policy")?;
-    ensure!(safe["spec"]["ingress"][0]["ports"][0]["port"] == 8443, "{safe}");
-    ensure!(safe["spec"]["ingress"].as_array().is_some_and(|i| i.len() == 1), "metrics closed");
+    let sentinel = rendered
+        .find("NetworkPolicy", SENTINEL)
+        .context("sentinel policy")?;
+    ensure!(
+        sentinel["spec"]["ingress"].is_null(),
+        "sentinel must accept nothing"
+    );
+    let safe = rendered
+        .find("NetworkPolicy", SAFE)
+        .context("safe policy")?;
+    ensure!(
+        safe["spec"]["ingress"][0]["ports"][0]["port"] == 8443,
+        "{safe}"
+    );
+    ensure!(
+        safe["spec"]["ingress"]
+            .as_array()
+            .is_some_and(|i| i.len() == 1),
+        "metrics closed"
+    );
     Ok(())
 }
 
@@ -930,19 +1082,67 @@ fn conflicting_values_fail_the_render_with_what_to_change() -> Result<()> {
     let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
     let pem_set = format!("webhook.tls.caBundle={pem}");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["safe.tls.secretName=x"], "safe.tls.secretName is set but safe.tls.mode is \"generate\""),
-        (vec!["webhook.tls.mode=secret"], "webhook.tls.mode=secret needs webhook.tls.secretName"),
-        (vec!["webhook.tls.mode=secret", "webhook.tls.secretName=x"], "needs webhook.tls.caBundle"),
-        (vec!["webhook.tls.mode=secret", "webhook.tls.secretName=x", "webhook.tls.caBundle=TUlJQg=="], "must be PEM"),
-        (vec!["safe.tls.certManager.issuerRef.name=corp"], "safe.tls.certManager.issuerRef.name is set but"),
-        (vec!["safe.tokenAuth=jwks", "safe.jwks.url=https://k"], "needs safe.jwks.issuer"),
-        (vec!["safe.tokenAuth=jwks", "safe.jwks.issuer=https://k"], "needs safe.jwks.url or safe.jwks.configMap"),
-        (vec!["safe.tokenAuth=jwks", "safe.jwks.issuer=https://k", "safe.jwks.url=https://k", "safe.jwks.configMap=c"], "both set"),
-        (vec!["safe.jwks.url=https://k"], "safe.jwks.* is set but safe.tokenAuth is \"tokenreview\""),
-        (vec!["webhook.registry.timeoutSeconds=5"], "must be less than webhook.timeoutSeconds"),
-        (vec!["webhook.replicas=1"], "webhook.pdb.enabled needs webhook.replicas >= 2"),
-        (vec!["networkPolicy.enabled=true"], "networkPolicy.enabled needs networkPolicy.apiServerCIDRs"),
-        (vec!["safe.admins={not-an-identity}"], "is not namespace/serviceaccount"),
+        (
+            vec!["safe.tls.secretName=x"],
+            "safe.tls.secretName is set but safe.tls.mode is \"generate\"",
+        ),
+        (
+            vec!["webhook.tls.mode=secret"],
+            "webhook.tls.mode=secret needs webhook.tls.secretName",
+        ),
+        (
+            vec!["webhook.tls.mode=secret", "webhook.tls.secretName=x"],
+            "needs webhook.tls.caBundle",
+        ),
+        (
+            vec![
+                "webhook.tls.mode=secret",
+                "webhook.tls.secretName=x",
+                "webhook.tls.caBundle=TUlJQg==",
+            ],
+            "must be PEM",
+        ),
+        (
+            vec!["safe.tls.certManager.issuerRef.name=corp"],
+            "safe.tls.certManager.issuerRef.name is set but",
+        ),
+        (
+            vec!["safe.tokenAuth=jwks", "safe.jwks.url=https://k"],
+            "needs safe.jwks.issuer",
+        ),
+        (
+            vec!["safe.tokenAuth=jwks", "safe.jwks.issuer=https://k"],
+            "needs safe.jwks.url or safe.jwks.configMap",
+        ),
+        (
+            vec![
+                "safe.tokenAuth=jwks",
+                "safe.jwks.issuer=https://k",
+                "safe.jwks.url=https://k",
+                "safe.jwks.configMap=c",
+            ],
+            "both set",
+        ),
+        (
+            vec!["safe.jwks.url=https://k"],
+            "safe.jwks.* is set but safe.tokenAuth is \"tokenreview\"",
+        ),
+        (
+            vec!["webhook.registry.timeoutSeconds=5"],
+            "must be less than webhook.timeoutSeconds",
+        ),
+        (
+            vec!["webhook.replicas=1"],
+            "webhook.pdb.enabled needs webhook.replicas >= 2",
+        ),
+        (
+            vec!["networkPolicy.enabled=true"],
+            "networkPolicy.enabled needs networkPolicy.apiServerCIDRs",
+        ),
+        (
+            vec!["safe.admins={not-an-identity}"],
+            "is not namespace/serviceaccount",
+        ),
         (vec!["sentinel.enabled=false"], "no administrator"),
     ];
     for (sets, expected) in cases {
@@ -985,7 +1185,10 @@ fn help_flags(binary: &str, subcommand: &[&str]) -> Result<BTreeSet<String>> {
         .filter(|w| w.starts_with("--") && w.len() > 2)
         .map(str::to_string)
         .collect();
-    ensure!(!flags.is_empty(), "`{binary} {subcommand:?} --help` lists no flags:\n{text}");
+    ensure!(
+        !flags.is_empty(),
+        "`{binary} {subcommand:?} --help` lists no flags:\n{text}"
+    );
     Ok(flags)
 }
 
@@ -1002,7 +1205,10 @@ fn check_flags_exist(binary: &str, kind: &str, name: &str, container: &str) -> R
     let mut seen = BTreeSet::new();
     for (label, rendered) in &renders {
         let args = rendered.container_args(kind, name, container);
-        ensure!(args.first().map(String::as_str) == Some("serve"), "`{label}`: {args:?}");
+        ensure!(
+            args.first().map(String::as_str) == Some("serve"),
+            "`{label}`: {args:?}"
+        );
         for flag in rendered_flags(&args) {
             ensure!(
                 known.contains(&flag),
@@ -1063,9 +1269,21 @@ fn check_args_accepted(binary: &str, args: &[String], scratch: &Path) -> Result<
 fn rendered_args_are_accepted_by_the_real_binaries() -> Result<()> {
     let (_ca, renders) = render_all()?;
     let scratch = tempfile::tempdir()?;
+    // The check is not vacuous: a flag the binaries do not have is rejected.
+    for binary in [SAFE, WEBHOOK] {
+        let bogus = ["serve".to_string(), "--no-such-flag=1".to_string()];
+        ensure!(
+            check_args_accepted(binary, &bogus, scratch.path()).is_err(),
+            "{binary} accepted --no-such-flag"
+        );
+    }
     for (label, rendered) in &renders {
-        check_args_accepted(SAFE, &rendered.container_args("StatefulSet", SAFE, "safe"), scratch.path())
-            .with_context(|| label.to_string())?;
+        check_args_accepted(
+            SAFE,
+            &rendered.container_args("StatefulSet", SAFE, "safe"),
+            scratch.path(),
+        )
+        .with_context(|| label.to_string())?;
         check_args_accepted(
             WEBHOOK,
             &rendered.container_args("Deployment", WEBHOOK, "webhook"),
@@ -1095,7 +1313,10 @@ fn sentinel_command_and_probe_exist_in_the_aegis_cli() -> Result<()> {
     match tools::run_with_deadline(&mut idle, Duration::from_secs(2))? {
         Outcome::StillRunning(_) => {}
         Outcome::Exited(status, stderr) => {
-            bail!("`aegis {}` exited ({status}) instead of idling:\n{stderr}", args.join(" "))
+            bail!(
+                "`aegis {}` exited ({status}) instead of idling:\n{stderr}",
+                args.join(" ")
+            )
         }
     }
     // The probe runs `/aegis version` in the image; here the same binary.
@@ -1106,7 +1327,11 @@ fn sentinel_command_and_probe_exist_in_the_aegis_cli() -> Result<()> {
     let probe_args: Vec<&str> = probe[1..].iter().filter_map(Value::as_str).collect();
     tools::run(Command::new(&aegis).args(&probe_args).env_clear())?;
     // The command NOTES.txt and docs/install.md tell administrators to run.
-    tools::run(Command::new(&aegis).args(["secret", "put", "--help"]).env_clear())?;
+    tools::run(
+        Command::new(&aegis)
+            .args(["secret", "put", "--help"])
+            .env_clear(),
+    )?;
     Ok(())
 }
 
@@ -1144,7 +1369,10 @@ fn notes_give_the_next_three_commands() -> Result<()> {
         ensure!(text.contains(expected), "NOTES lacks {expected:?}:\n{text}");
     }
     let steps = ["\n1. ", "\n2. ", "\n3. "];
-    ensure!(steps.iter().all(|s| text.contains(s)), "three numbered steps:\n{text}");
+    ensure!(
+        steps.iter().all(|s| text.contains(s)),
+        "three numbered steps:\n{text}"
+    );
     Ok(())
 }
 
@@ -1192,9 +1420,9 @@ fn documented_values(text: &str) -> Vec<(String, bool)> {
             stack.pop();
         }
         // Keys inside a documented block value (securityContext fields) belong to it.
-        let inside_documented_value = stack.iter().any(|(_, p)| {
-            out.iter().any(|(q, d): &(String, bool)| q == p && *d)
-        });
+        let inside_documented_value = stack
+            .iter()
+            .any(|(_, p)| out.iter().any(|(q, d): &(String, bool)| q == p && *d));
         let path = stack
             .last()
             .map(|(_, p)| format!("{p}.{key}"))
@@ -1223,8 +1451,8 @@ fn every_value_is_documented_in_values_yaml_and_the_chart_readme() -> Result<()>
     for (path, documented) in &keys {
         // A parent map is documented through its leaves.
         let value = path.split('.').fold(&parsed, |v, k| &v[k]);
-        let is_group = value.is_object()
-            && keys.iter().any(|(p, _)| p.starts_with(&format!("{path}.")));
+        let is_group =
+            value.is_object() && keys.iter().any(|(p, _)| p.starts_with(&format!("{path}.")));
         if is_group {
             continue;
         }
@@ -1241,7 +1469,11 @@ fn every_value_is_documented_in_values_yaml_and_the_chart_readme() -> Result<()>
         .and_then(|rest| rest.split("<!-- VALUES:END -->").next())
         .context("README has no VALUES:BEGIN/END markers")?;
     for line in table.lines().filter(|l| l.starts_with("| `")) {
-        let key = line.trim_start_matches("| `").split('`').next().unwrap_or("");
+        let key = line
+            .trim_start_matches("| `")
+            .split('`')
+            .next()
+            .unwrap_or("");
         ensure!(
             keys.iter().any(|(p, _)| p == key),
             "README row `{key}` is not in values.yaml"
@@ -1273,7 +1505,10 @@ fn kind_config_runs_a_kubernetes_version_with_match_conditions() -> Result<()> {
             matches!((major, minor), (Some(Ok(1)), Some(Ok(m))) if m >= 30),
             "{image}: matchConditions need Kubernetes 1.30+"
         );
-        ensure!(image.contains('@'), "{image}: pin the node image by digest too");
+        ensure!(
+            image.contains('@'),
+            "{image}: pin the node image by digest too"
+        );
     }
     Ok(())
 }
@@ -1289,10 +1524,15 @@ fn example_deployment_is_valid_annotated_and_prints_its_secret() -> Result<()> {
     let template = &deployment[0]["spec"]["template"];
     ensure!(template["metadata"]["annotations"][aegis_core::names::ANNOTATION_INJECT] == "true");
     ensure!(template["spec"]["serviceAccountName"] == "app");
-    let sa = example.find("ServiceAccount", "app").context("no ServiceAccount app")?;
+    let sa = example
+        .find("ServiceAccount", "app")
+        .context("no ServiceAccount app")?;
     let ns = sa["metadata"]["namespace"].as_str().context("namespace")?;
     ensure!(deployment[0]["metadata"]["namespace"] == ns);
-    ensure!(example.find("Namespace", ns).is_some(), "creates its namespace");
+    ensure!(
+        example.find("Namespace", ns).is_some(),
+        "creates its namespace"
+    );
     let container = &template["spec"]["containers"][0];
     // An explicit command: no registry lookup needed; it prints the secret variable.
     ensure!(container["command"].is_array(), "{container}");
@@ -1311,7 +1551,10 @@ fn check_pod_hardening_of_example(spec: &Value) -> Result<()> {
     for c in spec["containers"].as_array().context("containers")? {
         let sc = &c["securityContext"];
         ensure!(sc["allowPrivilegeEscalation"] == false, "{c}");
-        ensure!(sc["capabilities"]["drop"] == serde_json::json!(["ALL"]), "{c}");
+        ensure!(
+            sc["capabilities"]["drop"] == serde_json::json!(["ALL"]),
+            "{c}"
+        );
         ensure!(c["resources"]["requests"].is_object(), "{c}");
     }
     Ok(())
@@ -1376,18 +1619,25 @@ impl FakeApiServer {
                 let path = path.split('?').next().unwrap_or("");
                 let prefix = format!("/api/v1/namespaces/{NAMESPACE}/secrets/");
                 let (status, body) = if path == "/api/v1" {
-                    ("200 OK", serde_json::json!({
-                        "kind": "APIResourceList", "groupVersion": "v1",
-                        "resources": [{"name": "secrets", "singularName": "secret",
-                                       "namespaced": true, "kind": "Secret", "verbs": ["get"]}]
-                    }))
-                } else if let Some(secret) = path.strip_prefix(&prefix).and_then(|n| secrets.get(n)) {
+                    (
+                        "200 OK",
+                        serde_json::json!({
+                            "kind": "APIResourceList", "groupVersion": "v1",
+                            "resources": [{"name": "secrets", "singularName": "secret",
+                                           "namespaced": true, "kind": "Secret", "verbs": ["get"]}]
+                        }),
+                    )
+                } else if let Some(secret) = path.strip_prefix(&prefix).and_then(|n| secrets.get(n))
+                {
                     ("200 OK", secret.clone())
                 } else {
-                    ("404 Not Found", serde_json::json!({
-                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                        "reason": "NotFound", "code": 404
-                    }))
+                    (
+                        "404 Not Found",
+                        serde_json::json!({
+                            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "reason": "NotFound", "code": 404
+                        }),
+                    )
                 };
                 let body = body.to_string();
                 let _ = write!(
@@ -1398,7 +1648,11 @@ impl FakeApiServer {
                 );
             }
         });
-        Ok(Self { addr, stop, thread: Some(thread) })
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// A kubeconfig pointing at this server.
@@ -1451,7 +1705,11 @@ fn generated_tls_is_kept_across_upgrades() -> Result<()> {
         .into_iter()
         .map(|s| (name_of(s).to_string(), s.clone()))
         .collect();
-    ensure!(installed.len() == 2, "two TLS Secrets expected: {:?}", installed.keys());
+    ensure!(
+        installed.len() == 2,
+        "two TLS Secrets expected: {:?}",
+        installed.keys()
+    );
     let dir = tempfile::tempdir()?;
 
     // Upgrade: the Secrets exist, so the same CA, certificate and key are rendered again,
@@ -1459,17 +1717,183 @@ fn generated_tls_is_kept_across_upgrades() -> Result<()> {
     let api = FakeApiServer::start(installed.clone())?;
     let upgrade = render_against(&api.kubeconfig(dir.path())?, dir.path())?;
     for (name, before) in &installed {
-        let after = upgrade.find("Secret", name).with_context(|| format!("{name} missing"))?;
+        let after = upgrade
+            .find("Secret", name)
+            .with_context(|| format!("{name} missing"))?;
         ensure!(after["data"] == before["data"], "{name} changed on upgrade");
     }
     let bundle = webhook_entry(&upgrade)?["clientConfig"]["caBundle"].clone();
-    ensure!(bundle == installed["aegis-webhook-tls"]["data"]["ca.crt"], "caBundle changed");
+    ensure!(
+        bundle == installed["aegis-webhook-tls"]["data"]["ca.crt"],
+        "caBundle changed"
+    );
     drop(api);
 
     // Fresh install against the same API server without the Secrets: new material.
     let empty = FakeApiServer::start(BTreeMap::new())?;
     let fresh = render_against(&empty.kubeconfig(dir.path())?, dir.path())?;
-    let fresh_ca = &fresh.find("Secret", "aegis-webhook-tls").context("secret")?["data"]["ca.crt"];
-    ensure!(*fresh_ca != installed["aegis-webhook-tls"]["data"]["ca.crt"], "CA reused without lookup");
+    let fresh_ca = &fresh
+        .find("Secret", "aegis-webhook-tls")
+        .context("secret")?["data"]["ca.crt"];
+    ensure!(
+        *fresh_ca != installed["aegis-webhook-tls"]["data"]["ca.crt"],
+        "CA reused without lookup"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The real binaries serve the chart's generated certificates
+// ---------------------------------------------------------------------------------------
+
+/// A child process killed (by its own PID) when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Ignoring errors: the process may already have exited, which the test reports.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Connects to `127.0.0.1:port` as `server_name`, trusting only `ca`, sends a GET and
+/// returns the HTTP status line. Retries the connection until `deadline`.
+fn https_status(port: u16, server_name: &str, ca: &str, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut sock = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(sock) => break sock,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(anyhow!("port {port} never opened: {e}")),
+        }
+    };
+    sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let name = ServerName::try_from(server_name.to_string())?;
+    let mut conn = rustls::ClientConnection::new(config, name)?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    // A close without close_notify is fine here: only the status line matters.
+    let _ = tls.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+#[test]
+fn real_binaries_serve_the_chart_generated_certificates() -> Result<()> {
+    let rendered = defaults()?;
+    let dir = tempfile::tempdir()?;
+    let write = |secret: &str, key: &str| -> Result<PathBuf> {
+        let doc = rendered
+            .find("Secret", secret)
+            .with_context(|| secret.to_string())?;
+        let path = dir.path().join(format!("{secret}-{key}"));
+        std::fs::write(&path, secret_data(doc, key)?)?;
+        Ok(path)
+    };
+    let (safe_crt, safe_key, safe_ca) = (
+        write("aegis-safe-tls", "tls.crt")?,
+        write("aegis-safe-tls", "tls.key")?,
+        write("aegis-safe-tls", "ca.crt")?,
+    );
+    let (hook_crt, hook_key) = (
+        write("aegis-webhook-tls", "tls.crt")?,
+        write("aegis-webhook-tls", "tls.key")?,
+    );
+    // The JWKS captured from a real API server (shared/ sits beside the repository).
+    let jwks = tools::repo_root().join("../shared/fixtures/tokens/jwks.json");
+    ensure!(jwks.is_file(), "fixture {} missing", jwks.display());
+    let root_key = dir.path().join("root-key");
+    std::fs::write(&root_key, [7u8; 32])?;
+    let (safe_port, safe_metrics, hook_port) = (free_port()?, free_port()?, free_port()?);
+    let webhook_args = rendered.container_args("Deployment", WEBHOOK, "webhook");
+    let safe_url = flag_value(&webhook_args, "--safe-url").context("--safe-url")?;
+
+    let _safe = Running(
+        Command::new(tools::workspace_binary(SAFE)?)
+            .arg("serve")
+            .arg(format!("--listen=127.0.0.1:{safe_port}"))
+            .arg(format!("--metrics-listen=127.0.0.1:{safe_metrics}"))
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--tls-cert={}", safe_crt.display()))
+            .arg(format!("--tls-key={}", safe_key.display()))
+            .arg(format!("--root-key-file={}", root_key.display()))
+            .arg("--token-auth=jwks")
+            .arg(format!("--jwks-file={}", jwks.display()))
+            .env_clear()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let _webhook = Running(
+        Command::new(tools::workspace_binary(WEBHOOK)?)
+            .arg("serve")
+            .arg(format!("--listen=127.0.0.1:{hook_port}"))
+            .arg("--metrics-listen=off")
+            .arg(format!("--tls-cert={}", hook_crt.display()))
+            .arg(format!("--tls-key={}", hook_key.display()))
+            .arg(format!("--safe-url={safe_url}"))
+            .arg(format!("--safe-ca-file={}", safe_ca.display()))
+            .arg("--shim-image=registry.invalid/aegis-init-shim:0")
+            .env_clear()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    // The Safe, reached by the host name of the URL the chart gives its clients, with the
+    // CA the clients mount: an unauthenticated fetch is refused by the Safe, over TLS.
+    let safe_host = format!("{SAFE}.{NAMESPACE}.svc");
+    let status = https_status(
+        safe_port,
+        &safe_host,
+        &std::fs::read_to_string(&safe_ca)?,
+        "/v1/secrets",
+    )?;
+    ensure!(
+        status.starts_with("HTTP/1.1 401"),
+        "Safe answered {status:?}"
+    );
+    // The webhook, as the API server reaches it: its Service name and the caBundle.
+    let bundle = base64::engine::general_purpose::STANDARD.decode(
+        webhook_entry(&rendered)?["clientConfig"]["caBundle"]
+            .as_str()
+            .context("caBundle")?,
+    )?;
+    let status = https_status(
+        hook_port,
+        &format!("{WEBHOOK}.{NAMESPACE}.svc"),
+        &String::from_utf8(bundle)?,
+        "/healthz",
+    )?;
+    ensure!(
+        status.starts_with("HTTP/1.1 "),
+        "webhook answered {status:?}"
+    );
     Ok(())
 }

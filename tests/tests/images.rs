@@ -66,7 +66,9 @@ struct Layout {
 }
 
 fn blob(dir: &Path, descriptor: &Value) -> Result<Vec<u8>> {
-    let digest = descriptor["digest"].as_str().context("descriptor without digest")?;
+    let digest = descriptor["digest"]
+        .as_str()
+        .context("descriptor without digest")?;
     let hex = digest
         .strip_prefix("sha256:")
         .with_context(|| format!("not a sha256 digest: {digest}"))?;
@@ -89,7 +91,9 @@ fn read_layout(dir: &Path, tag: &str) -> Result<Layout> {
     ensure!(oci_layout["imageLayoutVersion"] == "1.0.0", "{oci_layout}");
     let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json"))?)?;
     ensure!(index["schemaVersion"] == 2, "{index}");
-    let manifests = index["manifests"].as_array().context("index without manifests")?;
+    let manifests = index["manifests"]
+        .as_array()
+        .context("index without manifests")?;
     let descriptor = manifests
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
@@ -153,15 +157,24 @@ fn tree(root: &Path) -> Result<Vec<String>> {
 /// a `FROM scratch` image has none, so its binaries must not.
 fn has_interpreter(elf: &[u8]) -> Result<bool> {
     ensure!(elf.get(..4) == Some(b"\x7fELF"), "not an ELF file");
-    ensure!(elf.get(4) == Some(&2) && elf.get(5) == Some(&1), "not 64-bit little-endian ELF");
+    ensure!(
+        elf.get(4) == Some(&2) && elf.get(5) == Some(&1),
+        "not 64-bit little-endian ELF"
+    );
     let u16_at = |o: usize| -> Result<u16> {
-        Ok(u16::from_le_bytes(elf.get(o..o + 2).context("truncated ELF")?.try_into()?))
+        Ok(u16::from_le_bytes(
+            elf.get(o..o + 2).context("truncated ELF")?.try_into()?,
+        ))
     };
     let u32_at = |o: usize| -> Result<u32> {
-        Ok(u32::from_le_bytes(elf.get(o..o + 4).context("truncated ELF")?.try_into()?))
+        Ok(u32::from_le_bytes(
+            elf.get(o..o + 4).context("truncated ELF")?.try_into()?,
+        ))
     };
     let u64_at = |o: usize| -> Result<u64> {
-        Ok(u64::from_le_bytes(elf.get(o..o + 8).context("truncated ELF")?.try_into()?))
+        Ok(u64::from_le_bytes(
+            elf.get(o..o + 8).context("truncated ELF")?.try_into()?,
+        ))
     };
     ensure!(u16_at(18)? == 62, "not x86-64 (e_machine {})", u16_at(18)?);
     let phoff = usize::try_from(u64_at(32)?)?;
@@ -179,9 +192,15 @@ fn has_interpreter(elf: &[u8]) -> Result<bool> {
 #[test]
 fn musl_release_shim_is_static() -> Result<()> {
     let shim = std::fs::read(musl_binary("aegis-init-shim")?)?;
-    ensure!(!has_interpreter(&shim)?, "the musl shim asks for a dynamic loader");
+    ensure!(
+        !has_interpreter(&shim)?,
+        "the musl shim asks for a dynamic loader"
+    );
     // The check is not vacuous: a normal Debian binary has an interpreter.
-    ensure!(has_interpreter(&std::fs::read("/bin/true")?)?, "/bin/true looked static");
+    ensure!(
+        has_interpreter(&std::fs::read("/bin/true")?)?,
+        "/bin/true looked static"
+    );
     Ok(())
 }
 
@@ -190,17 +209,28 @@ fn make_images_builds_a_valid_oci_image_of_the_musl_shim() -> Result<()> {
     let shim = musl_binary("aegis-init-shim")?;
     let work = tempfile::tempdir()?;
     let out = work.path().join("oci");
-    build_images(shim.parent().context("bin dir")?, &out, "init-shim", "1700000000")?;
+    build_images(
+        shim.parent().context("bin dir")?,
+        &out,
+        "init-shim",
+        "1700000000",
+    )?;
     let layout = read_layout(&out.join("aegis-init-shim"), VERSION)?;
 
     // What the kubelet runs: the entrypoint, as a numeric non-root user, on linux/amd64.
     let config = &layout.config;
-    ensure!(config["os"] == "linux" && config["architecture"] == "amd64", "{config}");
+    ensure!(
+        config["os"] == "linux" && config["architecture"] == "amd64",
+        "{config}"
+    );
     ensure!(
         config["config"]["Entrypoint"] == serde_json::json!(["/aegis-init-shim"]),
         "{config}"
     );
-    ensure!(config["config"]["Cmd"].is_null(), "the shim image has no CMD: {config}");
+    ensure!(
+        config["config"]["Cmd"].is_null(),
+        "the shim image has no CMD: {config}"
+    );
     ensure!(config["config"]["User"] == "65532:65532", "{config}");
     let labels: BTreeMap<String, String> =
         serde_json::from_value(config["config"]["Labels"].clone())?;
@@ -210,9 +240,15 @@ fn make_images_builds_a_valid_oci_image_of_the_musl_shim() -> Result<()> {
         ("org.opencontainers.image.revision", "0123456789abcdef"),
         ("org.opencontainers.image.created", "2023-11-14T22:13:20Z"),
         ("org.opencontainers.image.licenses", "Apache-2.0"),
-        ("org.opencontainers.image.source", "https://github.com/shieldworks/aegis"),
+        (
+            "org.opencontainers.image.source",
+            "https://github.com/shieldworks/aegis",
+        ),
     ] {
-        ensure!(labels.get(key).map(String::as_str) == Some(expected), "{key}: {labels:?}");
+        ensure!(
+            labels.get(key).map(String::as_str) == Some(expected),
+            "{key}: {labels:?}"
+        );
     }
     ensure!(
         layout.manifest["annotations"]["org.opencontainers.image.title"] == "aegis-init-shim",
@@ -226,9 +262,16 @@ fn make_images_builds_a_valid_oci_image_of_the_musl_shim() -> Result<()> {
 
     // FROM scratch: the root filesystem is the binary alone, byte for byte, mode 0555.
     let rootfs = unpack(&layout, VERSION, &work.path().join("bundle"))?;
-    ensure!(tree(&rootfs)? == ["aegis-init-shim"], "rootfs: {:?}", tree(&rootfs)?);
+    ensure!(
+        tree(&rootfs)? == ["aegis-init-shim"],
+        "rootfs: {:?}",
+        tree(&rootfs)?
+    );
     let inside = rootfs.join("aegis-init-shim");
-    ensure!(std::fs::read(&inside)? == std::fs::read(&shim)?, "binary differs");
+    ensure!(
+        std::fs::read(&inside)? == std::fs::read(&shim)?,
+        "binary differs"
+    );
     ensure!(
         inside.metadata()?.permissions().mode() & 0o777 == 0o555,
         "mode {:o}",
@@ -240,7 +283,10 @@ fn make_images_builds_a_valid_oci_image_of_the_musl_shim() -> Result<()> {
     std::fs::create_dir(&bin)?;
     tools::run(Command::new(&inside).arg("install").arg(&bin).env_clear())?;
     let installed = bin.join("aegis-init-shim");
-    ensure!(std::fs::read(&installed)? == std::fs::read(&shim)?, "installed copy differs");
+    ensure!(
+        std::fs::read(&installed)? == std::fs::read(&shim)?,
+        "installed copy differs"
+    );
     Ok(())
 }
 
@@ -251,7 +297,12 @@ fn image_build_is_reproducible() -> Result<()> {
     let mut digests = Vec::new();
     for run in ["a", "b"] {
         let out = work.path().join(run);
-        build_images(shim.parent().context("bin dir")?, &out, "init-shim", "1700000000")?;
+        build_images(
+            shim.parent().context("bin dir")?,
+            &out,
+            "init-shim",
+            "1700000000",
+        )?;
         digests.push(read_layout(&out.join("aegis-init-shim"), VERSION)?.manifest_digest);
         // Different wall-clock seconds between the two builds must not matter.
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -287,10 +338,21 @@ fn each_component_image_has_the_dockerfiles_entrypoint_command_and_user() -> Res
         let docker = dockerfile
             .get(target)
             .with_context(|| format!("Dockerfile has no target {target}"))?;
-        ensure!(config["Entrypoint"] == docker.entrypoint, "{target}: {config} vs {docker:?}");
-        let cmd = if config["Cmd"].is_null() { Value::Null } else { config["Cmd"].clone() };
+        ensure!(
+            config["Entrypoint"] == docker.entrypoint,
+            "{target}: {config} vs {docker:?}"
+        );
+        let cmd = if config["Cmd"].is_null() {
+            Value::Null
+        } else {
+            config["Cmd"].clone()
+        };
         ensure!(cmd == docker.cmd, "{target}: CMD {cmd} vs {:?}", docker.cmd);
-        ensure!(config["User"] == docker.user.as_str(), "{target}: user {}", config["User"]);
+        ensure!(
+            config["User"] == docker.user.as_str(),
+            "{target}: user {}",
+            config["User"]
+        );
         ensure!(
             config["Labels"]["org.opencontainers.image.title"] == docker.title.as_str(),
             "{target}: title"
@@ -324,14 +386,20 @@ fn dockerfile_targets(text: &str) -> Result<BTreeMap<String, Target>> {
                     stages.insert(name, t);
                 }
                 let parts: Vec<&str> = rest.split_whitespace().collect();
-                let Some(name) = parts.iter().position(|p| p.eq_ignore_ascii_case("AS")).and_then(|i| parts.get(i + 1)) else {
+                let Some(name) = parts
+                    .iter()
+                    .position(|p| p.eq_ignore_ascii_case("AS"))
+                    .and_then(|i| parts.get(i + 1))
+                else {
                     bail!("unnamed stage: {line}");
                 };
                 let base = stages.get(parts[0]).cloned().unwrap_or_default();
                 current = Some((name.to_string(), base));
             }
             "ENTRYPOINT" | "CMD" | "USER" | "LABEL" => {
-                let Some((_, t)) = current.as_mut() else { bail!("{instr} before FROM") };
+                let Some((_, t)) = current.as_mut() else {
+                    bail!("{instr} before FROM")
+                };
                 match instr {
                     "ENTRYPOINT" => t.entrypoint = serde_json::from_str(rest)?,
                     "CMD" => t.cmd = serde_json::from_str(rest)?,
