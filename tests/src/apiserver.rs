@@ -820,31 +820,30 @@ mod tests {
 
     #[test]
     fn match_condition_follows_cel_semantics() {
-        let annotated =
-            json!({"metadata": {"annotations": {"aegis.shieldworks.io/inject": "true"}}});
-        let other = json!({"metadata": {"annotations": {"x": "y"}}});
-        let no_annotations = json!({"metadata": {}});
-        let wrong = json!({"metadata": {"annotations": {"aegis.shieldworks.io/inject": "false"}}});
-        assert_eq!(
-            eval_match_condition(CHART_EXPR, &annotated).ok(),
-            Some(Ok(true))
-        );
-        assert_eq!(
-            eval_match_condition(CHART_EXPR, &other).ok(),
-            Some(Ok(false))
-        );
-        assert_eq!(
-            eval_match_condition(CHART_EXPR, &no_annotations).ok(),
-            Some(Ok(false))
-        );
-        assert_eq!(
-            eval_match_condition(CHART_EXPR, &wrong).ok(),
-            Some(Ok(false))
-        );
+        let cases = [
+            (
+                json!({"metadata": {"annotations": {"aegis.shieldworks.io/inject": "true"}}}),
+                true,
+            ),
+            (
+                json!({"metadata": {"annotations": {"aegis.shieldworks.io/inject": "false"}}}),
+                false,
+            ),
+            (json!({"metadata": {"annotations": {"x": "y"}}}), false),
+            (json!({"metadata": {}}), false),
+        ];
+        for (object, want) in &cases {
+            assert_eq!(
+                eval_match_condition(CHART_EXPR, object).ok(),
+                Some(Ok(*want)),
+                "{object}"
+            );
+        }
+        let other = &cases[2].0;
         // Without the guards, a missing key is a CEL error (failurePolicy decides).
         let bare = "object.metadata.annotations['k'] == 'v'";
-        assert!(matches!(eval_match_condition(bare, &other), Ok(Err(_))));
-        assert!(eval_match_condition("object.spec.containers.size() > 1", &other).is_err());
+        assert!(matches!(eval_match_condition(bare, other), Ok(Err(_))));
+        assert!(eval_match_condition("object.spec.containers.size() > 1", other).is_err());
     }
 
     #[test]

@@ -506,14 +506,7 @@ impl Kubelet {
 
     /// Starts the regular container `name` of the sandbox's pod.
     pub fn start(&self, sb: &Sandbox, name: &str) -> Result<Container, KubeletError> {
-        let spec = sb.pod["spec"]["containers"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-            .ok_or_else(|| KubeletError::Invalid {
-                pod: sb.name.clone(),
-                what: format!("no container {name}"),
-            })?;
-        self.start_spec(sb, spec, None, false)
+        self.start_spec(sb, container_spec(sb, name)?, None, false)
     }
 
     /// `kubectl exec -i POD -c CONTAINER -- ARGV...`: runs `argv` with the container's
@@ -526,13 +519,7 @@ impl Kubelet {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<Option<Exited>, KubeletError> {
-        let spec = sb.pod["spec"]["containers"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["name"] == container))
-            .ok_or_else(|| KubeletError::Invalid {
-                pod: sb.name.clone(),
-                what: format!("no container {container}"),
-            })?;
+        let spec = container_spec(sb, container)?;
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let mut process = self.start_spec(sb, spec, Some(argv), true)?;
         if let Some(mut input) = process.child.stdin.take() {
@@ -758,6 +745,17 @@ impl Kubelet {
             readers,
         })
     }
+}
+
+/// The regular container `name` of the sandbox's pod.
+fn container_spec<'a>(sb: &'a Sandbox, name: &str) -> Result<&'a Value, KubeletError> {
+    sb.pod["spec"]["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .ok_or_else(|| KubeletError::Invalid {
+            pod: sb.name.clone(),
+            what: format!("no container {name}"),
+        })
 }
 
 fn copy_to(mut from: impl Read + Send + 'static, to: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {

@@ -67,6 +67,20 @@ fn deployment(
     Ok(d)
 }
 
+/// The probe Deployment (image `registry.example/web:1.4`, never pulled) for `service_account`.
+fn probe_deployment(name: &str, service_account: &str, env: Value) -> Result<Value> {
+    let image = "registry.example/web:1.4";
+    deployment(name, image, &probe_command(&[]), service_account, env)
+}
+
+/// A cluster with the chart's defaults and one secret, `DB_PASSWORD`, stored for `demo/app`.
+fn cluster_with_secret() -> Result<(Cluster, String)> {
+    let cluster = Cluster::start(ClusterOptions::default())?;
+    let password = secret_value();
+    cluster.put_secret("demo/app", "DB_PASSWORD", &password)?;
+    Ok((cluster, password))
+}
+
 /// Waits for the container to exit and parses what the probe printed.
 fn probe_result(
     container: &mut aegis_e2e::kubelet::Container,
@@ -81,6 +95,14 @@ fn probe_result(
     });
     let probe = parse_probe(&exited.stdout);
     (exited, probe)
+}
+
+/// The pod's first container runs to completion with `DB_PASSWORD` = `password`.
+fn assert_gets_secret(run: &mut aegis_e2e::e2e_support::PodRun, password: &str) {
+    let (exited, probe) = probe_result(&mut run.containers[0], Duration::from_secs(40));
+    assert_eq!(exited.code, Some(0), "{exited}");
+    let got = probe.and_then(|p| p.env.get("DB_PASSWORD").cloned());
+    assert_eq!(got.as_deref(), Some(password));
 }
 
 fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
@@ -240,16 +262,8 @@ fn pod_without_command_gets_its_entrypoint_from_a_real_registry() -> Result {
 
 #[test]
 fn only_the_selected_container_of_two_is_wrapped() -> Result {
-    let cluster = Cluster::start(ClusterOptions::default())?;
-    let password = secret_value();
-    cluster.put_secret("demo/app", "DB_PASSWORD", &password)?;
-    let mut d = deployment(
-        "pair",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        json!([]),
-    )?;
+    let (cluster, password) = cluster_with_secret()?;
+    let mut d = probe_deployment("pair", "app", json!([]))?;
     let template = &mut d["spec"]["template"];
     template["metadata"]["annotations"]["aegis.shieldworks.io/containers"] = json!("web");
     let mut side = template["spec"]["containers"][0].clone();
@@ -289,58 +303,39 @@ fn only_the_selected_container_of_two_is_wrapped() -> Result {
 
 #[test]
 fn safe_killed_between_store_and_pod_start_still_serves_the_secret() -> Result {
-    let mut cluster = Cluster::start(ClusterOptions::default())?;
-    let password = secret_value();
-    cluster.put_secret("demo/app", "DB_PASSWORD", &password)?;
+    let (mut cluster, password) = cluster_with_secret()?;
     cluster.kill_safe();
     cluster.start_safe()?;
-    let d = deployment(
-        "web",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        json!([]),
-    )?;
+    let d = probe_deployment("web", "app", json!([]))?;
     let (pod, _) = cluster.create_deployment(&d, DEMO_NS)?;
     let mut run = cluster.run_pod(&pod, Duration::from_secs(30))?;
-    let (exited, probe) = probe_result(&mut run.containers[0], Duration::from_secs(30));
-    assert_eq!(exited.code, Some(0), "{exited}");
-    assert_eq!(
-        probe.and_then(|p| p.env.get("DB_PASSWORD").cloned()),
-        Some(password)
-    );
+    assert_gets_secret(&mut run, &password);
     Ok(())
 }
 
 #[test]
 fn safe_down_at_pod_start_and_back_within_the_deadline_starts_late_with_secrets() -> Result {
-    let mut cluster = Cluster::start(ClusterOptions::default())?;
-    let password = secret_value();
-    cluster.put_secret("demo/app", "DB_PASSWORD", &password)?;
+    let (mut cluster, password) = cluster_with_secret()?;
     let env = json!([{"name": "AEGIS_FETCH_TIMEOUT", "value": "30s"}]);
-    let d = deployment(
-        "web",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        env,
-    )?;
+    let d = probe_deployment("web", "app", env)?;
     let (pod, _) = cluster.create_deployment(&d, DEMO_NS)?;
     cluster.kill_safe();
-    let started = Instant::now();
     let mut run = cluster.run_pod(&pod, Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         run.containers[0].running(),
-        "the shim must wait for the Safe, not start the app"
+        "the shim must wait for the Safe"
     );
+    assert!(
+        run.containers[0].stdout().is_empty(),
+        "the app must not have started yet"
+    );
+    let restarted = Instant::now();
     cluster.start_safe_unready()?;
-    let (exited, probe) = probe_result(&mut run.containers[0], Duration::from_secs(40));
-    assert_eq!(exited.code, Some(0), "{exited}");
-    assert!(started.elapsed() >= Duration::from_secs(2), "started late");
-    assert_eq!(
-        probe.and_then(|p| p.env.get("DB_PASSWORD").cloned()),
-        Some(password)
+    assert_gets_secret(&mut run, &password);
+    assert!(
+        restarted.elapsed() < Duration::from_secs(30),
+        "within the shim's 30 s deadline"
     );
     Ok(())
 }
@@ -350,13 +345,7 @@ fn safe_down_past_the_deadline_exits_with_the_documented_code_and_never_starts_t
     let mut cluster = Cluster::start(ClusterOptions::default())?;
     cluster.put_secret("demo/app", "DB_PASSWORD", &secret_value())?;
     let env = json!([{"name": "AEGIS_FETCH_TIMEOUT", "value": "3s"}]);
-    let d = deployment(
-        "web",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        env,
-    )?;
+    let d = probe_deployment("web", "app", env)?;
     let (pod, _) = cluster.create_deployment(&d, DEMO_NS)?;
     cluster.kill_safe();
     let mut run = cluster.run_pod(&pod, Duration::from_secs(30))?;
@@ -374,18 +363,10 @@ fn safe_down_past_the_deadline_exits_with_the_documented_code_and_never_starts_t
 
 #[test]
 fn a_workload_cannot_read_another_workloads_secrets() -> Result {
-    let cluster = Cluster::start(ClusterOptions::default())?;
-    let password = secret_value();
-    cluster.put_secret("demo/app", "DB_PASSWORD", &password)?;
+    let (cluster, password) = cluster_with_secret()?;
     // A pod running as demo/other that asks for app's key by reference.
     let env = json!([{"name": "STOLEN", "value": "aegis:DB_PASSWORD"}]);
-    let d = deployment(
-        "thief",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "other",
-        env,
-    )?;
+    let d = probe_deployment("thief", "other", env)?;
     let (pod, _) = cluster.create_deployment(&d, DEMO_NS)?;
     let mut run = cluster.run_pod(&pod, Duration::from_secs(30))?;
     let exited = run.containers[0]
@@ -439,13 +420,7 @@ fn webhook_down_with_failure_policy_fail_refuses_the_pod() -> Result {
         "the chart's default"
     );
     cluster.kill_webhook();
-    let d = deployment(
-        "web",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        json!([]),
-    )?;
+    let d = probe_deployment("web", "app", json!([]))?;
     match cluster.create_deployment(&d, DEMO_NS) {
         Err(E2eError::ApiServer(ApiServerError::WebhookFailed { webhook, .. })) => {
             assert_eq!(webhook, WEBHOOK)
@@ -468,13 +443,7 @@ fn webhook_down_with_failure_policy_ignore_admits_the_pod_unmutated() -> Result 
         set: vec!["webhook.failurePolicy=Ignore".into()],
     })?;
     cluster.kill_webhook();
-    let d = deployment(
-        "web",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        json!([]),
-    )?;
+    let d = probe_deployment("web", "app", json!([]))?;
     let (pod, trace) = cluster.create_deployment(&d, DEMO_NS)?;
     assert_eq!(trace.ignored_failures.len(), 1, "{trace:?}");
     assert!(
@@ -489,13 +458,7 @@ fn webhook_down_with_failure_policy_ignore_admits_the_pod_unmutated() -> Result 
 fn pods_in_the_release_namespace_are_not_sent_to_the_webhook() -> Result {
     let mut cluster = Cluster::start(ClusterOptions::default())?;
     cluster.kill_webhook();
-    let d = deployment(
-        "web",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        json!([]),
-    )?;
+    let d = probe_deployment("web", "app", json!([]))?;
     // Even annotated, and with the webhook down under failurePolicy Fail: the
     // namespaceSelector excludes the release namespace and kube-system.
     for ns in ["aegis-system", "kube-system"] {
@@ -575,13 +538,7 @@ fn the_api_server_rejects_a_pod_the_schema_does_not_allow() -> Result {
         scratch: dir.path().to_path_buf(),
         ..Default::default()
     };
-    let d = deployment(
-        "web",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        json!([]),
-    )?;
+    let d = probe_deployment("web", "app", json!([]))?;
     let mut pod = aegis_e2e::apiserver::pod_from_deployment(&d, DEMO_NS)?;
     pod["metadata"]["name"] = json!("web-x");
     api.validate(&pod)?;
@@ -599,13 +556,7 @@ fn a_reinvoked_webhook_leaves_an_injected_pod_unchanged() -> Result {
     // output when a later webhook changed the pod; the second pass must change nothing.
     let cluster = Cluster::start(ClusterOptions::default())?;
     assert_eq!(cluster.api.webhooks[0].reinvocation, "IfNeeded");
-    let d = deployment(
-        "web",
-        "registry.example/web:1.4",
-        &probe_command(&[]),
-        "app",
-        json!([]),
-    )?;
+    let d = probe_deployment("web", "app", json!([]))?;
     let (first, _) = cluster.create_deployment(&d, DEMO_NS)?;
     let mut again = first.clone();
     if let Some(meta) = again["metadata"].as_object_mut() {
