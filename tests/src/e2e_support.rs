@@ -811,3 +811,35 @@ pub fn files_containing(roots: &[PathBuf], since: SystemTime, needle: &[u8]) -> 
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plaintext_scan_finds_a_planted_secret_and_only_in_recent_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let needle = format!("planted-{}", random_hex(8));
+        let nested = dir.path().join("a/b");
+        std::fs::create_dir_all(&nested).expect("mkdir");
+        std::fs::write(nested.join("leak.log"), format!("x{needle}y")).expect("write");
+        std::fs::write(dir.path().join("clean"), "nothing").expect("write");
+        let roots = [dir.path().to_path_buf()];
+        let since = SystemTime::now() - Duration::from_secs(60);
+        assert_eq!(
+            files_containing(&roots, since, needle.as_bytes()),
+            [nested.join("leak.log")]
+        );
+        let future = SystemTime::now() + Duration::from_secs(60);
+        assert!(files_containing(&roots, future, needle.as_bytes()).is_empty());
+    }
+
+    #[test]
+    fn parses_the_probe_output() {
+        let out = b"42\0/bin/sh\0-c\0script\0\0two words\0END-OF-ARGV\0A=1\0B=x=y\0";
+        let probe = parse_probe(out).expect("parse");
+        assert_eq!(probe.pid, 42);
+        assert_eq!(probe.argv, ["/bin/sh", "-c", "script", "", "two words"]);
+        assert_eq!(probe.env.get("B").map(String::as_str), Some("x=y"));
+    }
+}

@@ -204,13 +204,14 @@ fn annotated_deployment_starts_with_its_secrets_in_the_environment() -> Result {
         probe.pid, pid,
         "the app keeps the PID the kubelet started (the shim exec'd it)"
     );
-    drop(run);
 
-    // No plaintext anywhere on disk, and the Safe audited the fetch by the right workload.
+    // No plaintext anywhere on disk (scanned while the pod's tmpfs volumes are still
+    // mounted, so they are covered too), and the Safe audited the fetch by the workload.
     for secret in [&password, &api_key] {
         let hits = files_containing(&scan_roots(&cluster), cluster.started, secret.as_bytes());
         assert!(hits.is_empty(), "secret bytes found in files: {hits:?}");
     }
+    drop(run);
     let events = cluster.audit_events();
     assert!(
         events
@@ -569,6 +570,36 @@ fn a_reinvoked_webhook_leaves_an_injected_pod_unchanged() -> Result {
     assert_eq!(
         second["metadata"]["annotations"],
         first["metadata"]["annotations"]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_webhook_that_never_answers_is_cut_off_at_timeout_seconds_and_the_pod_refused() -> Result {
+    let mut cluster = Cluster::start(ClusterOptions {
+        set: vec!["webhook.timeoutSeconds=3".into()],
+    })?;
+    assert_eq!(cluster.api.webhooks[0].timeout, Duration::from_secs(3));
+    // The webhook's address now accepts connections and never answers (a hung replica).
+    cluster.kill_webhook();
+    let addr = cluster.api.endpoints["aegis-webhook.aegis-system.svc"];
+    let hung =
+        std::net::TcpListener::bind(addr).map_err(|e| E2eError::Io(format!("bind {addr}"), e))?;
+    let d = probe_deployment("web", "app", json!([]))?;
+    let started = Instant::now();
+    let result = cluster.create_deployment(&d, DEMO_NS);
+    let took = started.elapsed();
+    drop(hung);
+    assert!(
+        matches!(
+            result,
+            Err(E2eError::ApiServer(ApiServerError::WebhookFailed { .. }))
+        ),
+        "failurePolicy Fail refuses the pod on timeout: {result:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+        "cut off at timeoutSeconds, took {took:?}"
     );
     Ok(())
 }
