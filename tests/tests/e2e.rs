@@ -598,7 +598,7 @@ fn a_webhook_that_never_answers_is_cut_off_at_timeout_seconds_and_the_pod_refuse
         "failurePolicy Fail refuses the pod on timeout: {result:?}"
     );
     assert!(
-        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
         "cut off at timeoutSeconds, took {took:?}"
     );
     Ok(())
