@@ -124,21 +124,22 @@ pub const DEMO_NS: &str = "demo";
 /// A chart pod the cluster runs (Safe, webhook or Sentinel).
 #[derive(Debug)]
 pub struct Running {
+    /// Its one container (declared first: fields drop in order, processes before mounts).
+    pub container: Container,
     /// Its volumes.
     pub sandbox: Sandbox,
-    /// Its one container.
-    pub container: Container,
 }
 
 /// A workload pod started by [`Cluster::run_pod`].
 #[derive(Debug)]
 pub struct PodRun {
-    /// Its volumes (unmounted on drop).
-    pub sandbox: Sandbox,
+    /// Its regular containers, running, in spec order (declared first: fields drop in
+    /// order, so processes are killed before their volumes are unmounted).
+    pub containers: Vec<Container>,
     /// How each init container ended, in order.
     pub init: Vec<Exited>,
-    /// Its regular containers, running, in spec order.
-    pub containers: Vec<Container>,
+    /// Its volumes (unmounted on drop).
+    pub sandbox: Sandbox,
 }
 
 /// Options of one cluster.
@@ -180,14 +181,10 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Containers before sandboxes: a process must not outlive its mounts.
-        for running in [self.sentinel.take(), self.webhook.take(), self.safe.take()]
-            .into_iter()
-            .flatten()
-        {
-            drop(running.container);
-            drop(running.sandbox);
-        }
+        // Chart pods before the temporary directory that holds their volumes.
+        drop(self.sentinel.take());
+        drop(self.webhook.take());
+        drop(self.safe.take());
     }
 }
 
@@ -438,7 +435,6 @@ impl Cluster {
             sentinel: None,
             past_safe_logs: Vec::new(),
         };
-        let _ = sentinel_ip;
         cluster.start_safe()?;
         cluster.start_webhook()?;
         let sentinel_sb = cluster
@@ -649,6 +645,16 @@ impl Cluster {
                 v
             })
             .collect()
+    }
+
+    /// The Safe pod as run (after the translations).
+    pub fn safe_pod(&self) -> &Value {
+        &self.safe_pod
+    }
+
+    /// The webhook pod as run (after the translations).
+    pub fn webhook_pod(&self) -> &Value {
+        &self.webhook_pod
     }
 
     /// Directory of this cluster's files.

@@ -603,3 +603,48 @@ fn a_webhook_that_never_answers_is_cut_off_at_timeout_seconds_and_the_pod_refuse
     );
     Ok(())
 }
+
+#[test]
+fn the_chart_arguments_run_with_only_the_documented_translations() -> Result {
+    let cluster = Cluster::start(ClusterOptions::default())?;
+    let documented = [
+        "--listen=0.0.0.0:",
+        "--metrics-listen=0.0.0.0:",
+        "--root-key-secret=",
+    ];
+    for (kind, component, pod) in [
+        ("StatefulSet", "safe", cluster.safe_pod()),
+        ("Deployment", "webhook", cluster.webhook_pod()),
+    ] {
+        let rendered = cluster
+            .rendered
+            .of_kind(kind)
+            .into_iter()
+            .find(|d| d["metadata"]["labels"]["app.kubernetes.io/component"] == component)
+            .map(|d| d["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+            .unwrap_or(Value::Null);
+        let run = &pod["spec"]["containers"][0]["args"];
+        let (rendered, run) = (
+            rendered.as_array().cloned().unwrap_or_default(),
+            run.as_array().cloned().unwrap_or_default(),
+        );
+        assert!(
+            !rendered.is_empty() && rendered.len() == run.len(),
+            "{component}: {rendered:?} vs {run:?}"
+        );
+        for (chart_arg, run_arg) in rendered.iter().zip(&run) {
+            let chart_arg = chart_arg.as_str().unwrap_or_default();
+            if chart_arg != run_arg.as_str().unwrap_or_default() {
+                assert!(
+                    documented.iter().any(|p| chart_arg.starts_with(p)),
+                    "{component}: undocumented translation of {chart_arg} to {run_arg}"
+                );
+                assert!(cluster
+                    .translations
+                    .iter()
+                    .any(|(from, _)| from == chart_arg));
+            }
+        }
+    }
+    Ok(())
+}
