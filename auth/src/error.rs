@@ -117,8 +117,12 @@ impl AuthError {
 /// Quotes attacker-controlled text for an error message: `{:?}` escaping (no control
 /// characters reach a log line) and at most 64 characters.
 pub(crate) fn quote(s: &str) -> String {
-    const MAX: usize = 64;
-    match s.char_indices().nth(MAX) {
+    quote_max(s, 64)
+}
+
+/// [`quote`] with another bound (API server explanations are longer than token fields).
+pub(crate) fn quote_max(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
         None => format!("{s:?}"),
         Some((cut, _)) => format!("{:?}...", &s[..cut]),
     }

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// Unknown `kid`s trigger at most one key refresh per this interval.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Remote keys older than this are re-fetched (keys the issuer withdrew stop working).
+pub const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
+
 /// Default lifetime of a cached positive result.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -107,12 +110,26 @@ struct Remote {
     last_fetch: tokio::sync::Mutex<Instant>,
 }
 
+impl Remote {
+    /// GETs and parses the JWKS; the error says what failed, for `Unavailable`.
+    async fn fetch(&self) -> Result<KeySet, String> {
+        let body = self
+            .client
+            .get(&self.jwks_uri)
+            .await
+            .map_err(|reason| format!("refreshing keys from {}: {reason}", self.jwks_uri))?;
+        KeySet::from_jwks_json(&body)
+            .map_err(|e| format!("keys from {} are unusable: {e}", self.jwks_uri))
+    }
+}
+
 /// Verifies ServiceAccount tokens against an issuer's JWKS.
 pub struct JwksVerifier {
     expect: Expectations,
     keys: RwLock<Arc<KeySet>>,
     remote: Option<Remote>,
     refresh_interval: Duration,
+    max_key_age: Duration,
     cache: IdentityCache,
 }
 
@@ -208,6 +225,7 @@ impl JwksVerifier {
             keys: RwLock::new(Arc::new(keys)),
             remote,
             refresh_interval: MIN_REFRESH_INTERVAL,
+            max_key_age: MAX_KEY_AGE,
             cache: IdentityCache::new(DEFAULT_CACHE_TTL, DEFAULT_CACHE_CAPACITY),
         }
     }
@@ -229,6 +247,13 @@ impl JwksVerifier {
     /// [`MIN_REFRESH_INTERVAL`]; tests use zero).
     pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
         self.refresh_interval = interval;
+        self
+    }
+
+    /// Sets how old remote keys may get before they are re-fetched (default
+    /// [`MAX_KEY_AGE`]).
+    pub fn with_max_key_age(mut self, age: Duration) -> Self {
+        self.max_key_age = age;
         self
     }
 
@@ -272,6 +297,7 @@ impl JwksVerifier {
         if let Some(hit) = self.cache.get(&digest, now) {
             return Ok(hit);
         }
+        self.refresh_if_stale().await;
         let result = match self.verify(token, now) {
             Err(AuthError::UnknownKeyId(kid)) if self.remote.is_some() => {
                 self.refresh().await?;
@@ -297,26 +323,36 @@ impl JwksVerifier {
         }
         // Rate-limit failures too: a down issuer is asked once a minute, not per request.
         *last = Instant::now();
-        let body = remote
-            .client
-            .get(&remote.jwks_uri)
-            .await
-            .map_err(|reason| {
-                AuthError::Unavailable(format!(
-                    "refreshing keys from {}: {reason}",
-                    remote.jwks_uri
-                ))
-            })?;
-        let keys = KeySet::from_jwks_json(&body).map_err(|e| {
-            AuthError::Unavailable(format!("keys from {} are unusable: {e}", remote.jwks_uri))
-        })?;
-        tracing::info!(jwks_uri = %remote.jwks_uri, keys = keys.keys().len(), "refreshed issuer keys");
+        let keys = remote.fetch().await.map_err(AuthError::Unavailable)?;
+        self.install(keys, &remote.jwks_uri);
+        Ok(())
+    }
+
+    /// Re-fetches keys older than the maximum key age, so a key the issuer withdrew stops
+    /// being trusted. Never fails a request: on error the current keys stay, and the next
+    /// attempt waits another interval. Skipped while another fetch is in progress.
+    async fn refresh_if_stale(&self) {
+        let Some(remote) = &self.remote else { return };
+        let Ok(mut last) = remote.last_fetch.try_lock() else {
+            return;
+        };
+        if last.elapsed() < self.max_key_age {
+            return;
+        }
+        *last = Instant::now();
+        match remote.fetch().await {
+            Ok(keys) => self.install(keys, &remote.jwks_uri),
+            Err(reason) => tracing::warn!(%reason, "keeping current issuer keys"),
+        }
+    }
+
+    fn install(&self, keys: KeySet, jwks_uri: &str) {
+        tracing::info!(%jwks_uri, keys = keys.keys().len(), "refreshed issuer keys");
         let fresh = Arc::new(keys);
         match self.keys.write() {
             Ok(mut g) => *g = fresh,
             Err(p) => *p.into_inner() = fresh,
         }
-        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@
 //! the workload's token was not judged, so it must not be told it is invalid.
 
 use crate::cache::{digest_token, IdentityCache, DEFAULT_CACHE_CAPACITY};
-use crate::error::{quote, redact, AuthError};
+use crate::error::{quote, quote_max, redact, AuthError};
 use crate::jwks::error_chain;
 use crate::jwt::{self, MAX_TOKEN_LEN};
 use crate::Identity;
@@ -43,9 +43,10 @@ impl TokenReviewer {
         }
     }
 
-    /// Sets the cache capacity (entries), keeping the TTL.
-    pub fn with_cache_capacity(mut self, capacity: usize, cache_ttl: Duration) -> Self {
-        self.cache = IdentityCache::new(cache_ttl, capacity);
+    /// Sets the cache capacity (entries), keeping the TTL; zero disables the cache.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        let ttl = Duration::from_secs(self.cache.ttl_secs().max(0).unsigned_abs());
+        self.cache = IdentityCache::new(ttl, capacity);
         self
     }
 
@@ -130,7 +131,7 @@ impl TokenReviewer {
             let why = status
                 .error
                 .unwrap_or_else(|| "not authenticated".to_string());
-            return Err(AuthError::Rejected(quote(&redact(&why, token))));
+            return Err(AuthError::Rejected(quote_max(&redact(&why, token), 256)));
         }
         if let Some(audiences) = &status.audiences {
             if !audiences.iter().any(|a| a == &self.audience) {

@@ -316,3 +316,20 @@ async fn bearer_token_is_not_sent_to_another_origin_named_by_discovery() {
         "the other origin was asked once, without the token"
     );
 }
+
+#[tokio::test]
+async fn withdrawn_key_stops_verifying_once_keys_are_stale() {
+    let r = rotation(None).await;
+    let verifier = r.verifier.with_max_key_age(Duration::ZERO);
+    let now = aegis_auth::unix_now();
+    let token = token_from(&r.known, now);
+    assert!(verifier.verify(&token, now).is_ok());
+    *r.jwks.lock().unwrap() = r.stranger.jwks_json(); // the issuer withdraws the key
+    let err = verifier.authenticate_at(&token, now).await.unwrap_err();
+    assert!(matches!(err, AuthError::UnknownKeyId(_)), "{err}");
+    assert_eq!(
+        r.server.count(),
+        3,
+        "discovery, JWKS, one age-triggered refresh"
+    );
+}
