@@ -2,7 +2,7 @@
 //!
 //! Invariant: no variant holds the token, and no message is built from it. Values an
 //! attacker controls (`alg`, `kid`, usernames from the verifier) are quoted with `{:?}`
-//! and truncated by [`quote`], so a message cannot forge log lines or grow without bound.
+//! and truncated by `quote`, so a message cannot forge log lines or grow without bound.
 
 use aegis_core::WorkloadError;
 
