@@ -237,3 +237,67 @@ fn respond(
     });
     (body, outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entrypoint::ResolverConfig;
+    use serde_json::json;
+
+    fn review_of(dry_run: bool) -> Vec<u8> {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "demo",
+                "operation": "CREATE",
+                "dryRun": dry_run,
+                "object": {"metadata": {"generateName": "web-",
+                                        "annotations": {"aegis.shieldworks.io/inject": "true"}},
+                           "spec": {"containers": [{"name": "web", "command": ["/web"]}]}},
+            },
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    async fn run(body: &[u8]) -> (Value, Outcome) {
+        let config = InjectConfig::new("shim:1", "https://safe", "PEM");
+        let resolver = EntrypointResolver::new(ResolverConfig::default()).expect("resolver");
+        let (out, outcome) = review(body, &config, &resolver).await;
+        (
+            serde_json::from_slice(&out).expect("JSON response"),
+            outcome,
+        )
+    }
+
+    #[tokio::test]
+    async fn dry_run_reviews_get_the_same_patch() {
+        let (real, outcome) = run(&review_of(false)).await;
+        assert_eq!(outcome, Outcome::Injected);
+        let (dry, _) = run(&review_of(true)).await;
+        assert!(real["response"]["patch"].is_string());
+        assert_eq!(real["response"]["patch"], dry["response"]["patch"]);
+    }
+
+    #[tokio::test]
+    async fn review_without_request_is_malformed_and_echoes_the_api_version() {
+        let (out, outcome) =
+            run(br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview"}"#).await;
+        assert_eq!(outcome, Outcome::Malformed);
+        assert_eq!(out["apiVersion"], "admission.k8s.io/v1beta1");
+        assert_eq!(out["response"]["allowed"], false);
+        assert_eq!(out["response"]["status"]["code"], 400);
+    }
+
+    #[tokio::test]
+    async fn uid_is_echoed_even_when_the_object_is_not_a_pod() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","request":{"uid":"u-9","object":{"spec":{"containers":7}}}}"#;
+        let (out, outcome) = run(body).await;
+        assert_eq!(outcome, Outcome::Malformed);
+        assert_eq!(out["response"]["uid"], "u-9");
+        assert_eq!(out["response"]["allowed"], false);
+    }
+}

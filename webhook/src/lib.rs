@@ -78,3 +78,19 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())
 }
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        // Without a SIGTERM handler, Ctrl-C still stops the server.
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -12,18 +12,6 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    aegis_webhook::serve(config, listener, shutdown_signal()).await?;
+    aegis_webhook::serve(config, listener, aegis_webhook::shutdown_signal()).await?;
     Ok(())
-}
-
-/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
