@@ -1897,3 +1897,83 @@ fn real_binaries_serve_the_chart_generated_certificates() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn install_guide_matches_the_chart_the_makefile_and_kind_config() -> Result<()> {
+    let root = tools::repo_root();
+    let guide = std::fs::read_to_string(root.join("docs/install.md"))?;
+    // The cluster name the guide loads images into is the one kind-config.yaml creates.
+    let kind: Value = serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(
+        &std::fs::read_to_string(root.join("kind-config.yaml"))?,
+    )?)?;
+    let cluster = kind["name"]
+        .as_str()
+        .context("kind-config.yaml has no name")?;
+    ensure!(
+        guide.contains(&format!("--name {cluster}")),
+        "guide uses another cluster name"
+    );
+    // Every image the chart runs or injects is one the guide builds and loads.
+    let rendered = defaults()?;
+    let mut images: BTreeSet<String> = rendered
+        .pod_specs()
+        .iter()
+        .flat_map(|(_, spec)| spec["containers"].as_array().into_iter().flatten())
+        .filter_map(|c| c["image"].as_str().map(str::to_string))
+        .collect();
+    let webhook_args = rendered.container_args("Deployment", WEBHOOK, "webhook");
+    images.insert(
+        flag_value(&webhook_args, "--shim-image")
+            .context("shim")?
+            .to_string(),
+    );
+    ensure!(images.len() == 4, "{images:?}");
+    let loaded: Vec<&str> = guide
+        .split("for image in ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .context("guide has no `for image in ...; do kind load` loop")?
+        .split_whitespace()
+        .collect();
+    for image in &images {
+        let (repo, tag) = image.rsplit_once(':').context("untagged image")?;
+        let (prefix, name) = repo.rsplit_once('/').context("no registry prefix")?;
+        ensure!(
+            loaded.contains(&name),
+            "guide does not load {name}: {loaded:?}"
+        );
+        ensure!(
+            guide.contains(&format!("\"{prefix}/$image:{tag}\"")),
+            "guide loads another tag or registry than {image}"
+        );
+    }
+    // Every `make TARGET` the guide mentions exists (make -n: print, do not run).
+    let make = tools::find_tool(
+        "make",
+        "apt-get install make",
+        tools::process_path().as_deref(),
+    )?;
+    // `make ...` as a command: at the start of a line, or opening inline code.
+    let invocations = guide
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("make "))
+        .chain(guide.split("`make ").skip(1));
+    let targets: BTreeSet<&str> = invocations
+        .flat_map(|rest| {
+            rest.split(['`', '\n', '#'])
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        })
+        .collect();
+    ensure!(
+        targets.contains("images") && targets.contains("docker-images"),
+        "{targets:?}"
+    );
+    for target in targets {
+        tools::run(Command::new(&make).current_dir(&root).args(["-n", target]))
+            .with_context(|| format!("docs/install.md says `make {target}`"))?;
+    }
+    Ok(())
+}
