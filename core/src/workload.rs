@@ -37,7 +37,10 @@ impl Workload {
         if !is_dns1123_subdomain(service_account) {
             return Err(WorkloadError::ServiceAccount(service_account.to_string()));
         }
-        Ok(Self { namespace: namespace.to_string(), service_account: service_account.to_string() })
+        Ok(Self {
+            namespace: namespace.to_string(),
+            service_account: service_account.to_string(),
+        })
     }
 
     /// Parses a Kubernetes username `system:serviceaccount:NS:SA` (TokenReview's answer).
@@ -57,7 +60,9 @@ impl fmt::Display for Workload {
 impl FromStr for Workload {
     type Err = WorkloadError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (ns, sa) = s.split_once('/').ok_or_else(|| WorkloadError::Shape(s.to_string()))?;
+        let (ns, sa) = s
+            .split_once('/')
+            .ok_or_else(|| WorkloadError::Shape(s.to_string()))?;
         if sa.contains('/') {
             return Err(WorkloadError::Shape(s.to_string()));
         }
@@ -70,7 +75,8 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -93,11 +99,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes_and_names() {
-        assert!(matches!("demo".parse::<Workload>(), Err(WorkloadError::Shape(_))));
-        assert!(matches!("a/b/c".parse::<Workload>(), Err(WorkloadError::Shape(_))));
-        assert!(matches!("Demo/app".parse::<Workload>(), Err(WorkloadError::Namespace(_))));
-        assert!(matches!("demo/".parse::<Workload>(), Err(WorkloadError::ServiceAccount(_))));
-        assert!(matches!("-x/app".parse::<Workload>(), Err(WorkloadError::Namespace(_))));
+        assert!(matches!(
+            "demo".parse::<Workload>(),
+            Err(WorkloadError::Shape(_))
+        ));
+        assert!(matches!(
+            "a/b/c".parse::<Workload>(),
+            Err(WorkloadError::Shape(_))
+        ));
+        assert!(matches!(
+            "Demo/app".parse::<Workload>(),
+            Err(WorkloadError::Namespace(_))
+        ));
+        assert!(matches!(
+            "demo/".parse::<Workload>(),
+            Err(WorkloadError::ServiceAccount(_))
+        ));
+        assert!(matches!(
+            "-x/app".parse::<Workload>(),
+            Err(WorkloadError::Namespace(_))
+        ));
         assert!("demo/app.v2".parse::<Workload>().is_ok());
     }
 
