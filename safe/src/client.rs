@@ -60,6 +60,12 @@ pub struct SafeClient {
 impl SafeClient {
     /// A client for `url` trusting only `ca_pem`.
     pub fn new(url: &str, ca_pem: &str) -> Result<Self, ClientError> {
+        Self::with_config(url, crate::tls::client_config(ca_pem)?)
+    }
+
+    /// A client for `url` with a given TLS configuration (e.g. with session resumption
+    /// disabled, to measure full handshakes as a fresh process would make them).
+    pub fn with_config(url: &str, config: Arc<rustls::ClientConfig>) -> Result<Self, ClientError> {
         let authority = url
             .strip_prefix("https://")
             .map(|s| s.trim_end_matches('/'))
@@ -69,7 +75,6 @@ impl SafeClient {
             .parse()
             .map_err(|_| ClientError::Url(url.into()))?;
         let server_name = ServerName::from(addr.ip());
-        let config: Arc<rustls::ClientConfig> = crate::tls::client_config(ca_pem)?;
         Ok(Self {
             addr,
             authority: authority.to_string(),

@@ -118,6 +118,9 @@ impl Committer {
         };
         let thread = std::thread::Builder::new()
             .name("aegis-journal".into())
+            // Shallow call stack; a small stack keeps the resident set small when memory
+            // is locked.
+            .stack_size(256 * 1024)
             .spawn(move || w.run(rx))
             .ok();
         Self {

@@ -28,15 +28,7 @@ pub fn harden_process() -> Hardening {
     };
     // SAFETY: `zero` is a valid rlimit that lives across the call; setrlimit only reads it.
     let no_core_dumps = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } == 0;
-    // SAFETY: mlockall takes flags only. MCL_FUTURE may make later allocations fail when
-    // RLIMIT_MEMLOCK is reached; it only succeeds when the limit allows (CAP_IPC_LOCK or a
-    // large limit), and the Safe's memory is bounded by the documented limits.
-    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
-    let memory_locked = if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().to_string())
-    };
+    let memory_locked = lock_memory();
     let h = Hardening {
         non_dumpable,
         no_core_dumps,
@@ -44,6 +36,65 @@ pub fn harden_process() -> Hardening {
     };
     log(&h);
     h
+}
+
+/// CAP_IPC_LOCK's bit in the capability sets.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Locks current and future memory, but only when that cannot backfire: with MCL_FUTURE a
+/// finite RLIMIT_MEMLOCK (without CAP_IPC_LOCK) would make later allocations fail once the
+/// Safe grows past it, turning a hardening measure into a crash. So it needs either the
+/// capability or an unlimited limit.
+fn lock_memory() -> Result<(), String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit that outlives the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    let unlimited = rc == 0 && lim.rlim_cur == libc::RLIM_INFINITY;
+    let capable = has_effective_capability(CAP_IPC_LOCK);
+    if !unlimited && !capable {
+        return Err(format!(
+            "RLIMIT_MEMLOCK is {} bytes and CAP_IPC_LOCK is not held",
+            lim.rlim_cur
+        ));
+    }
+    // MCL_ONFAULT locks pages when they are first touched instead of faulting in every
+    // mapping now (the whole binary, every thread's full stack): secrets live in touched
+    // pages, so they are locked all the same, and the resident set stays what it would be.
+    // Kernels before 4.4 do not know the flag (EINVAL); then lock without it.
+    // SAFETY: mlockall takes flags only and touches no memory of ours.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) {
+        return Err(err.to_string());
+    }
+    // SAFETY: as above.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
+}
+
+/// Whether the effective capability set (from /proc/self/status) holds `cap`.
+fn has_effective_capability(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|bits| bits & (1u64 << cap) != 0)
 }
 
 fn log(h: &Hardening) {
@@ -61,7 +112,7 @@ fn log(h: &Hardening) {
         Ok(()) => tracing::info!("memory locked (mlockall): secrets cannot be swapped to disk"),
         Err(e) => tracing::warn!(
             error = %e,
-            "memory NOT locked: mlockall is not permitted here (needs CAP_IPC_LOCK or a higher RLIMIT_MEMLOCK); secrets could be swapped to disk if swap is enabled"
+            "memory NOT locked (mlockall needs CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK); secrets could be swapped to disk if the node has swap enabled"
         ),
     }
 }

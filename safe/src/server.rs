@@ -98,6 +98,8 @@ pub struct AppState {
     pub(crate) admins: Vec<Workload>,
     pub(crate) limits: Limits,
     ready: OnceLock<Ready>,
+    // Serialises `initialize`: two recoveries of one directory must never run at once.
+    init: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -142,6 +144,7 @@ impl Server {
             admins: config.admins.clone(),
             limits: config.limits,
             ready: OnceLock::new(),
+            init: tokio::sync::Mutex::new(()),
         });
         Ok(Self { config, state, tls })
     }
@@ -156,6 +159,7 @@ impl Server {
     /// Loads the root key, recovers the data directory, sets up token verification, and
     /// marks the server ready. Idempotent.
     pub async fn initialize(&self) -> Result<(), SafeError> {
+        let _guard = self.state.init.lock().await;
         if self.state.ready.get().is_some() {
             return Ok(());
         }
@@ -200,10 +204,8 @@ impl Server {
             committer,
             auth,
         };
-        if self.state.ready.set(ready).is_err() {
-            // A concurrent initialize won; ours is dropped (its writer thread stops).
-            return Ok(());
-        }
+        // Cannot be set already: `init` is held and `ready` was checked under it.
+        let _ = self.state.ready.set(ready);
         metrics.ready.set(1);
         Ok(())
     }

@@ -27,21 +27,23 @@ pub struct Entry {
     pub created_ms: i64,
     /// Time of this version, Unix milliseconds.
     pub updated_ms: i64,
-    /// SHA-256 of the value bytes.
-    pub fingerprint: [u8; 32],
 }
 
 impl Entry {
-    /// Builds an entry, computing the fingerprint.
+    /// Builds an entry.
     pub fn new(value: SecretValue, version: u64, created_ms: i64, updated_ms: i64) -> Self {
-        let fingerprint = sha256(value.expose().as_bytes());
         Self {
             value,
             version,
             created_ms,
             updated_ms,
-            fingerprint,
         }
+    }
+
+    /// `sha256:<hex>` of the value. Computed when asked (listing is rare, and 32 bytes per
+    /// secret would be a tenth of the store's memory).
+    pub fn fingerprint(&self) -> String {
+        fingerprint_string(&sha256(self.value.expose().as_bytes()))
     }
 
     /// Metadata for the admin API.
@@ -49,7 +51,7 @@ impl Entry {
         KeyMeta {
             key: key.to_string(),
             version: self.version,
-            fingerprint: fingerprint_string(&self.fingerprint),
+            fingerprint: self.fingerprint(),
             created_at: rfc3339(self.created_ms),
             updated_at: rfc3339(self.updated_ms),
         }

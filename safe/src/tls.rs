@@ -51,6 +51,11 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption: clients are one-shot processes (the shim, the CLI) that never
+    // resume, so tickets and a session cache would cost every handshake work and keep
+    // resumption secrets in memory for nothing.
+    cfg.send_tls13_tickets = 0;
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(cfg))
 }
 
