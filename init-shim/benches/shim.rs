@@ -4,12 +4,16 @@
 //! - start latency: from just before `spawn` of the shim to the first instruction of
 //!   CMD's `main` (CMD reads CLOCK_MONOTONIC first thing), and the same for CMD spawned
 //!   directly; "added" is each shim run minus the median direct run;
-//! - peak RSS of each run (`wait4` rusage; Linux carries the high-water mark across
-//!   `execve`, so it covers the shim phase), and the binary size.
+//! - peak RSS, measured in a separate pass under GNU `/usr/bin/time -f %M` (required):
+//!   Linux folds the high-water mark of the pre-exec image into the child's `ru_maxrss`,
+//!   and a child spawned straight from this process would inherit this process's size
+//!   (it hosts the Safe); `time` is a small C parent, so its figure is
+//!   max(time's fork, shim, CMD) and the "CMD alone" row shows that floor;
+//! - the binary size.
 //!
 //! `cargo bench -p aegis-init-shim --bench shim -- [--shim PATH] [--runs N]`
 //! (default PATH: the musl release build; build it first, see docs/init-shim.md).
-#![allow(unsafe_code)] // clock_gettime and wait4: raw syscalls for timing and per-child rusage.
+#![allow(unsafe_code)] // clock_gettime: the raw CLOCK_MONOTONIC value, comparable with CMD's.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -63,25 +67,29 @@ fn main() -> anyhow::Result<()> {
     }
     let token_file = dir.path().join("bench-token");
     std::fs::write(&token_file, safe.token("bench", "app")?)?;
-    let shim_cmd = || {
-        let mut c = Command::new(&shim);
-        c.args(["--", ENVDUMP, "--flag", "arg with spaces"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("AEGIS_SAFE_URL", &safe.url)
-            .env("AEGIS_SAFE_CA", &safe.ca_pem)
-            .env("AEGIS_TOKEN_FILE", &token_file)
-            .env("DB", "aegis:SECRET_0");
-        c
+    let shim_spec = Spec {
+        program: shim.clone(),
+        args: vec![
+            "--".into(),
+            ENVDUMP.into(),
+            "--flag".into(),
+            "arg with spaces".into(),
+        ],
+        env: vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("AEGIS_SAFE_URL".into(), safe.url.clone()),
+            ("AEGIS_SAFE_CA".into(), safe.ca_pem.clone()),
+            ("AEGIS_TOKEN_FILE".into(), token_file.display().to_string()),
+            ("DB".into(), "aegis:SECRET_0".into()),
+        ],
     };
-    let direct_cmd = || {
-        let mut c = Command::new(ENVDUMP);
-        c.args(["--flag", "arg with spaces"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin");
-        c
+    let direct_spec = Spec {
+        program: ENVDUMP.into(),
+        args: vec!["--flag".into(), "arg with spaces".into()],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
     };
-
+    let shim_cmd = || shim_spec.command();
+    let direct_cmd = || direct_spec.command();
     for _ in 0..20 {
         measure(&mut shim_cmd())?;
         measure(&mut direct_cmd())?;
@@ -92,14 +100,25 @@ fn main() -> anyhow::Result<()> {
         shim_runs.push(measure(&mut shim_cmd())?);
         direct_runs.push(measure(&mut direct_cmd())?);
     }
+    anyhow::ensure!(
+        std::path::Path::new(TIME).exists(),
+        "{TIME} (GNU time) is required for the RSS pass: apt-get install time"
+    );
+    let rss_runs = (runs / 5).max(10);
+    let rss_file = dir.path().join("rss");
+    let mut shim_rss = Vec::with_capacity(rss_runs);
+    let mut direct_rss = Vec::with_capacity(rss_runs);
+    for _ in 0..rss_runs {
+        shim_rss.push(peak_rss_kib(&shim_spec, &rss_file)?);
+        direct_rss.push(peak_rss_kib(&direct_spec, &rss_file)?);
+    }
     safe.stop();
 
     let lat = |v: &[Sample]| v.iter().map(|s| s.latency).collect::<Vec<_>>();
-    let rss = |v: &[Sample]| v.iter().map(|s| s.max_rss_kib).collect::<Vec<_>>();
     let (shim_lat, direct_lat) = (sorted(lat(&shim_runs)), sorted(lat(&direct_runs)));
     let base = pct(&direct_lat, 50.0);
     let added = sorted(shim_lat.iter().map(|l| l.saturating_sub(base)).collect());
-    let (shim_rss, direct_rss) = (sorted(rss(&shim_runs)), sorted(rss(&direct_runs)));
+    let (shim_rss, direct_rss) = (sorted(shim_rss), sorted(direct_rss));
 
     println!(
         "init-shim start-up, {runs} runs, fresh process + TCP + TLS 1.3 each, Safe on loopback"
@@ -124,13 +143,13 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "| peak RSS, shim run | {} | {} | {} |",
+        "| peak RSS, shim run ({rss_runs} runs, under time) | {} | {} | {} |",
         kib(pct(&shim_rss, 50.0)),
         kib(pct(&shim_rss, 99.0)),
         kib(pct(&shim_rss, 100.0))
     );
     println!(
-        "| peak RSS, CMD alone | {} | {} | {} |",
+        "| peak RSS, CMD alone ({rss_runs} runs, under time) | {} | {} | {} |",
         kib(pct(&direct_rss, 50.0)),
         kib(pct(&direct_rss, 99.0)),
         kib(pct(&direct_rss, 100.0))
@@ -158,12 +177,45 @@ fn put(safe: &aegis_safe::DevSafe, admin: &str, key: &str, value: &str) -> anyho
     Ok(())
 }
 
-struct Sample {
-    latency: Duration,
-    max_rss_kib: u64,
+const TIME: &str = "/usr/bin/time";
+
+/// A command line with a cleared environment.
+struct Spec {
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
-/// Spawns, reads CMD's timestamp from its output, and reaps with `wait4` for rusage.
+impl Spec {
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+}
+
+/// Peak RSS (KiB) of one run under GNU time.
+fn peak_rss_kib(spec: &Spec, out: &std::path::Path) -> anyhow::Result<u64> {
+    let status = Command::new(TIME)
+        .args(["-f", "%M", "-o"])
+        .arg(out)
+        .arg(&spec.program)
+        .args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "run under time failed: {status}");
+    Ok(std::fs::read_to_string(out)?.trim().parse()?)
+}
+
+struct Sample {
+    latency: Duration,
+}
+
+/// Spawns, reads CMD's timestamp from its output, and reaps the child.
 fn measure(cmd: &mut Command) -> anyhow::Result<Sample> {
     let t0 = monotonic_ns();
     let mut child = cmd
@@ -176,24 +228,14 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Sample> {
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stdout"))?
         .read_to_end(&mut out)?;
-    let pid = i32::try_from(child.id())?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills; `pid` is our unreaped child (the
-    // std Child is never waited on, so nothing else reaps it).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers to `status` and `usage` for the duration of the call.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(
-        rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "run failed (status {status})"
-    );
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "run failed: {status}");
     let v: serde_json::Value = serde_json::from_slice(&out)?;
     let t1 = v["monotonic_ns"]
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("no timestamp"))?;
     Ok(Sample {
         latency: Duration::from_nanos(t1.saturating_sub(t0)),
-        max_rss_kib: u64::try_from(usage.ru_maxrss)?,
     })
 }
 

@@ -270,7 +270,7 @@ impl Deadline {
         if left.is_zero() {
             Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "attempt deadline passed",
+                "timed out: the attempt's deadline passed",
             ))
         } else {
             Ok(left)
