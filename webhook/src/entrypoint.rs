@@ -85,7 +85,7 @@ pub enum ResolverError {
 }
 
 /// Why one image's entrypoint is unknown. Its message becomes the `reason` of the deny.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LookupError {
     /// The container has no image.
     #[error("the container has no image")]
@@ -159,6 +159,8 @@ pub struct ResolverStats {
     pub cached: u64,
     /// Lookups that went to a registry and succeeded.
     pub resolved: u64,
+    /// Lookups that waited for an identical lookup already in flight and shared its result.
+    pub shared: u64,
     /// Lookups that failed.
     pub failed: u64,
     /// HTTP fetches of manifests and config blobs.
@@ -166,6 +168,9 @@ pub struct ResolverStats {
     /// Config blob fetches avoided by the digest cache.
     pub digest_cache_hits: u64,
 }
+
+/// The shared outcome of one in-flight lookup.
+type Flight = tokio::sync::OnceCell<Result<ImageEntrypoint, LookupError>>;
 
 /// Looks up original entrypoints; cheap to share (`Arc`) across requests.
 pub struct EntrypointResolver {
@@ -178,6 +183,8 @@ pub struct EntrypointResolver {
     secrets: Option<Arc<dyn PullSecretSource>>,
     references: TtlCache<String, String>,
     digests: TtlCache<String, ImageEntrypoint>,
+    /// Lookups in progress, by reference-cache key, shared by concurrent callers.
+    inflight: Mutex<HashMap<String, Arc<Flight>>>,
     metrics: ResolverMetrics,
     /// Keyed hashing of credentials for cache keys; random per process.
     hasher: std::collections::hash_map::RandomState,
@@ -193,6 +200,7 @@ impl EntrypointResolver {
             credentialed: TtlCache::new(64, Duration::from_secs(600)),
             references: TtlCache::new(config.cache_capacity, config.reference_ttl),
             digests: TtlCache::new(config.cache_capacity, config.cache_ttl),
+            inflight: Mutex::new(HashMap::new()),
             config,
             secrets: None,
             metrics: ResolverMetrics::default(),
@@ -211,7 +219,7 @@ impl EntrypointResolver {
     pub fn register_metrics(&self, registry: &mut Registry) {
         registry.register(
             "aegis_webhook_registry_lookups",
-            "Image entrypoint lookups by outcome (cached, resolved, failed)",
+            "Image entrypoint lookups by outcome (cached, resolved, shared, failed)",
             self.metrics.lookups.clone(),
         );
         registry.register(
@@ -237,6 +245,7 @@ impl EntrypointResolver {
         ResolverStats {
             cached: outcome("cached"),
             resolved: outcome("resolved"),
+            shared: outcome("shared"),
             failed: outcome("failed"),
             registry_fetches: self.metrics.registry_fetches.get(),
             digest_cache_hits: self
@@ -331,6 +340,42 @@ impl EntrypointResolver {
                 return Ok(found);
             }
         }
+        // Pods created together (a DaemonSet, a scaled Deployment) ask for the same image at
+        // once: one registry round trip serves them all.
+        let flight = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(inflight.entry(key.clone()).or_default())
+        };
+        let mut led = false;
+        let outcome = flight
+            .get_or_init(|| {
+                led = true;
+                self.fetch(image, arch, auth, credential_id, key.clone())
+            })
+            .await
+            .clone();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+            if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                inflight.remove(&key);
+            }
+        }
+        if !led && outcome.is_ok() {
+            self.count("shared");
+        }
+        outcome
+    }
+
+    /// One registry resolution: manifest (and platform manifest), then config unless cached
+    /// by digest.
+    async fn fetch(
+        &self,
+        image: &str,
+        arch: &str,
+        auth: &RegistryAuth,
+        credential_id: u64,
+        key: String,
+    ) -> Result<ImageEntrypoint, LookupError> {
         let reference = parse_reference(image)?;
         let registry = reference.resolve_registry().to_owned();
         let used_credentials = !matches!(auth, RegistryAuth::Anonymous);

@@ -351,6 +351,27 @@ async fn second_lookup_is_served_from_the_cache_without_network() {
 }
 
 #[tokio::test]
+async fn concurrent_identical_lookups_share_one_registry_round_trip() {
+    let registry = Registry::start(None).await;
+    registry
+        .push_image("burst", "1", "amd64", Some(&["/b"]), None)
+        .await;
+    let resolver = resolver(&registry, DEFAULT_TIMEOUT);
+    let pod = pod(&format!("{}/burst:1", registry.host()), json!({}));
+    let lookups = plan(&pod).expect("ok").expect("selected").lookups;
+    let results =
+        futures_util::future::join_all((0..8).map(|_| resolver.resolve(&pod, &lookups))).await;
+    assert!(results.iter().all(|r| matches!(r.get("app"), Some(Ok(_)))));
+    let stats = resolver.stats();
+    assert_eq!(stats.resolved, 1);
+    assert_eq!(stats.shared, 7);
+    assert_eq!(
+        stats.registry_fetches, 2,
+        "one manifest and one config fetch for 8 pods"
+    );
+}
+
+#[tokio::test]
 async fn pull_secret_is_read_through_the_kubernetes_api() {
     // A minimal API server answering the Secret GET the real kube client sends.
     let registry = Registry::start(Some(("kubeuser", "kubepw"))).await;
