@@ -80,38 +80,22 @@ fn persistent_server_errors_exit_69_with_the_last_reason() {
 }
 
 #[test]
-fn forbidden_exits_77_at_once_naming_workload_and_reason() {
-    let (fake, run) = scripted(|_, _| {
-        Some(json_response(
-            403,
-            &error_body("forbidden", "workload demo/app is suspended"),
-        ))
-    });
-    let (out, _) = run.envdump(&[]);
-    let stderr = expect_exit(&out, 77);
-    assert_eq!(fake.accepted(), 1, "403 is not retried");
-    assert!(
-        stderr.contains("demo/app") && stderr.contains("HTTP 403"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("is suspended"), "{stderr}");
-}
-
-#[test]
-fn unauthenticated_exits_77_at_once() {
-    let (fake, run) = scripted(|_, _| {
-        Some(json_response(
-            401,
-            &error_body("unauthenticated", "token expired"),
-        ))
-    });
-    let (out, _) = run.envdump(&[]);
-    let stderr = expect_exit(&out, 77);
-    assert_eq!(fake.accepted(), 1);
-    assert!(
-        stderr.contains("token expired") && stderr.contains("demo/app"),
-        "{stderr}"
-    );
+fn denied_401_and_403_exit_77_at_once_naming_workload_and_reason() {
+    for (status, code, message) in [
+        (403, "forbidden", "workload demo/app is suspended"),
+        (401, "unauthenticated", "token expired"),
+    ] {
+        let (fake, run) =
+            scripted(move |_, _| Some(json_response(status, &error_body(code, message))));
+        let (out, _) = run.envdump(&[]);
+        let stderr = expect_exit(&out, 77);
+        assert_eq!(fake.accepted(), 1, "{status} is not retried");
+        assert!(stderr.contains("workload demo/app"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("(HTTP {status}): {message}")),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
