@@ -38,9 +38,14 @@ image_cli         := aegis
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
+CARGO_MUSL := CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target $(MUSL_TARGET)
+SERVERS    := $(filter-out init-shim,$(COMPONENTS))
+
+# The shim is built on its own: in one build with the others, cargo unifies rustls features
+# (TLS 1.2 back on) and the shim grows toward its 2 MiB budget.
 musl: ## Static release binaries for $(COMPONENTS) in $(BIN_DIR)
-	CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked \
-	  --target $(MUSL_TARGET) $(foreach c,$(COMPONENTS),-p $(package_$(c)))
+	$(if $(filter init-shim,$(COMPONENTS)),$(CARGO_MUSL) -p aegis-init-shim)
+	$(if $(SERVERS),$(CARGO_MUSL) $(foreach c,$(SERVERS),-p $(package_$(c))))
 
 images: musl images-prebuilt ## Build binaries, then OCI image layouts in $(OCI_DIR)/<image>
 
