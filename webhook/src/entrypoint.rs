@@ -34,6 +34,10 @@ use serde::Deserialize;
 use crate::mutate::{ImageLookup, ResolvedEntrypoints};
 use crate::pullsecret::{Credentials, PullSecretSource};
 
+/// How long a pull Secret read from the API is reused (a rotated credential is picked up
+/// within this time).
+const PULL_SECRET_TTL: Duration = Duration::from_secs(30);
+
 /// Largest image config blob the webhook reads; real ones are a few KiB.
 const MAX_CONFIG_BYTES: i64 = 1 << 20;
 
@@ -183,6 +187,8 @@ pub struct EntrypointResolver {
     secrets: Option<Arc<dyn PullSecretSource>>,
     references: TtlCache<String, String>,
     digests: TtlCache<String, ImageEntrypoint>,
+    /// Pull Secrets read recently, by `namespace/name` (`None`: absent).
+    pull_secrets: TtlCache<String, Option<Secret>>,
     /// Lookups in progress, by reference-cache key, shared by concurrent callers.
     inflight: Mutex<HashMap<String, Arc<Flight>>>,
     metrics: ResolverMetrics,
@@ -201,6 +207,7 @@ impl EntrypointResolver {
             references: TtlCache::new(config.cache_capacity, config.reference_ttl),
             digests: TtlCache::new(config.cache_capacity, config.cache_ttl),
             inflight: Mutex::new(HashMap::new()),
+            pull_secrets: TtlCache::new(256, PULL_SECRET_TTL),
             config,
             secrets: None,
             metrics: ResolverMetrics::default(),
@@ -473,11 +480,19 @@ impl EntrypointResolver {
             return (Credentials::default(), Vec::new());
         }
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let fetched = futures_util::future::join_all(
-            names
-                .iter()
-                .map(|name| async move { (*name, source.get(namespace, name).await) }),
-        )
+        let fetched = futures_util::future::join_all(names.iter().map(|name| async move {
+            let cache_key = format!("{namespace}/{name}");
+            if let Some(found) = self.pull_secrets.get(&cache_key) {
+                return (*name, Ok(found));
+            }
+            let outcome = source.get(namespace, name).await;
+            // Reads that failed are retried by the next pod; answers (including "absent")
+            // are kept briefly so a burst of pods costs one API read per Secret.
+            if let Ok(found) = &outcome {
+                self.pull_secrets.insert(cache_key, found.clone());
+            }
+            (*name, outcome)
+        }))
         .await;
         let mut secrets: Vec<(String, Secret)> = Vec::new();
         let mut warnings = Vec::new();

@@ -142,6 +142,7 @@ async fn args_replace_the_image_cmd() {
 /// Pull Secrets served from memory, counting reads.
 struct FakeSecrets {
     secrets: BTreeMap<(String, String), Secret>,
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl PullSecretSource for FakeSecrets {
@@ -150,6 +151,8 @@ impl PullSecretSource for FakeSecrets {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<Secret>, PullSecretError>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let found = self
             .secrets
             .get(&(namespace.to_owned(), name.to_owned()))
@@ -165,6 +168,7 @@ fn regcred(registry: &Registry, user: &str, password: &str) -> Arc<FakeSecrets> 
             ("demo".to_owned(), "regcred".to_owned()),
             dockerconfig_secret(&registry.host(), user, password),
         )]),
+        reads: Default::default(),
     })
 }
 
@@ -193,13 +197,18 @@ async fn private_repository_is_read_with_the_pods_pull_secret() {
         .await;
     let image = format!("{}/private/app:1", registry.host());
     let secrets = regcred(&registry, "puller", "s3cret-pw");
-    let with_secrets = resolver(&registry, DEFAULT_TIMEOUT).with_pull_secrets(secrets);
+    let with_secrets = resolver(&registry, DEFAULT_TIMEOUT).with_pull_secrets(secrets.clone());
 
     let private = pod(&image, json!({"imagePullSecrets": [{"name": "regcred"}]}));
     let args = wrapped_args(&private, &with_secrets)
         .await
         .expect("resolved with credentials");
     assert_eq!(args, ["--", "/private", "run"]);
+    // A second pod: the Secret read and the lookup are both served from caches.
+    let again = wrapped_args(&private, &with_secrets).await.expect("cached");
+    assert_eq!(again, args);
+    assert_eq!(secrets.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(with_secrets.stats().cached, 1, "{:?}", with_secrets.stats());
 
     // The same image without the pull secret is denied, and the message says why.
     let anonymous = pod(&image, json!({}));
