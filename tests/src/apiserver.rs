@@ -507,7 +507,12 @@ fn eval_term(term: &str, object: &Value) -> Result<Result<bool, String>, ApiServ
             None => Err(format!("no such key: {}", map.trim())),
         });
     }
-    if let Some((lhs, rhs)) = term.split_once("==") {
+    // `!=` before `==`: the same comparison, negated (a missing key is still an error).
+    let (comparison, negate) = match term.split_once("!=") {
+        Some(parts) => (Some(parts), true),
+        None => (term.split_once("=="), false),
+    };
+    if let Some((lhs, rhs)) = comparison {
         let want = quoted(rhs).ok_or_else(unsupported)?;
         let (path, key) = lhs.trim().split_once('[').ok_or_else(unsupported)?;
         let key = key
@@ -518,7 +523,7 @@ fn eval_term(term: &str, object: &Value) -> Result<Result<bool, String>, ApiServ
             None => Err(format!("no such key: {path}")),
             Some(m) => match m.get(key) {
                 None => Err(format!("no such key: {key}")),
-                Some(v) => Ok(v.as_str() == Some(want)),
+                Some(v) => Ok((v.as_str() == Some(want)) != negate),
             },
         });
     }
@@ -816,7 +821,7 @@ mod tests {
 
     const CHART_EXPR: &str = "has(object.metadata.annotations) && \
         'aegis.shieldworks.io/inject' in object.metadata.annotations && \
-        object.metadata.annotations['aegis.shieldworks.io/inject'] == 'true'";
+        object.metadata.annotations['aegis.shieldworks.io/inject'] != 'false'";
 
     #[test]
     fn match_condition_follows_cel_semantics() {
@@ -829,6 +834,11 @@ mod tests {
                 json!({"metadata": {"annotations": {"aegis.shieldworks.io/inject": "false"}}}),
                 false,
             ),
+            // A misspelled opt-in reaches the webhook, which denies it with a clear message.
+            (
+                json!({"metadata": {"annotations": {"aegis.shieldworks.io/inject": "yes"}}}),
+                true,
+            ),
             (json!({"metadata": {"annotations": {"x": "y"}}}), false),
             (json!({"metadata": {}}), false),
         ];
@@ -839,7 +849,7 @@ mod tests {
                 "{object}"
             );
         }
-        let other = &cases[2].0;
+        let other = &cases[3].0;
         // Without the guards, a missing key is a CEL error (failurePolicy decides).
         let bare = "object.metadata.annotations['k'] == 'v'";
         assert!(matches!(eval_match_condition(bare, other), Ok(Err(_))));

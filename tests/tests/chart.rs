@@ -28,7 +28,7 @@ const SAFE: &str = "aegis-safe";
 const SENTINEL: &str = "aegis-sentinel";
 const INJECT_CONDITION: &str = "has(object.metadata.annotations) && \
 'aegis.shieldworks.io/inject' in object.metadata.annotations && \
-object.metadata.annotations['aegis.shieldworks.io/inject'] == 'true'";
+object.metadata.annotations['aegis.shieldworks.io/inject'] != 'false'";
 
 /// A named set of `helm template` arguments.
 struct Combo {

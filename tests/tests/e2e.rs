@@ -471,6 +471,29 @@ fn pods_in_the_release_namespace_are_not_sent_to_the_webhook() -> Result {
 }
 
 #[test]
+fn a_misspelled_opt_in_reaches_the_webhook_and_the_pod_is_refused() -> Result {
+    let mut cluster = Cluster::start(ClusterOptions::default())?;
+    let mut d = probe_deployment("web", "app", json!([]))?;
+    // "yes" is not an opt-in the webhook knows: the match condition (`!= 'false'`) still
+    // sends it, so the user gets a clear denial instead of a pod without its secrets.
+    d["spec"]["template"]["metadata"]["annotations"]["aegis.shieldworks.io/inject"] = json!("yes");
+    match cluster.create_deployment(&d, DEMO_NS) {
+        Err(E2eError::ApiServer(ApiServerError::Denied { message, .. })) => {
+            assert!(message.contains("\"true\" or \"false\""), "{message}")
+        }
+        other => panic!("the API server must refuse the pod, got {other:?}"),
+    }
+    // An explicit "false" never reaches the webhook, so it does not depend on it being up.
+    cluster.kill_webhook();
+    d["spec"]["template"]["metadata"]["annotations"]["aegis.shieldworks.io/inject"] =
+        json!("false");
+    let (pod, trace) = cluster.create_deployment(&d, DEMO_NS)?;
+    assert!(trace.called.is_empty(), "{trace:?}");
+    assert!(pod["spec"].get("initContainers").is_none());
+    Ok(())
+}
+
+#[test]
 fn the_pod_built_from_kubectl_output_has_the_shape_of_the_captured_request() -> Result {
     // The captured request came from `kubectl create deployment web --image=registry.example/web:1.4
     // -- /app/serve --port 8080` plus the annotation and ServiceAccount; rebuild it the same way.
