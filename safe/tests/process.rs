@@ -359,10 +359,22 @@ async fn no_value_or_key_name_reaches_the_disk_or_the_logs() {
         );
     }
     let logs = std::fs::read(&log).unwrap();
-    assert!(
-        common::contains(&logs, b"aegis::audit"),
-        "audit events are logged"
-    );
+    // Exactly one audit event per API request, naming who, what and the outcome.
+    let audit: Vec<serde_json::Value> = String::from_utf8_lossy(&logs)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|j| j["target"] == "aegis::audit")
+        .collect();
+    assert_eq!(audit.len(), 60 + 3, "one audit event per request");
+    let last = audit.last().unwrap();
+    assert_eq!(last["caller"], "demo/app");
+    assert_eq!(last["workload"], "demo/app");
+    assert_eq!(last["key"], "K");
+    assert_eq!(last["action"], "put");
+    assert_eq!(last["outcome"], "forbidden");
+    assert_eq!(last["status"], 403);
+    assert_eq!(audit[0]["caller"], "aegis-system/aegis-sentinel");
+    assert_eq!(audit[0]["key"], "CANARYKEY_00_QX");
     assert!(
         !common::contains(&logs, b"7f3a9d"),
         "a value reached the log"
