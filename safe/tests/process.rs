@@ -380,3 +380,89 @@ async fn no_value_or_key_name_reaches_the_disk_or_the_logs() {
         "a value reached the log"
     );
 }
+
+/// `aegis-safe serve` (the production entrypoint) with files for TLS and the root key and the
+/// captured cluster's JWKS: the captured token reads its (empty) secrets, the metrics port
+/// answers, and the start-up log reports hardening.
+#[tokio::test]
+async fn serve_runs_the_production_path_from_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, ca, _) = aegis_safe::dev::ensure_material(dir.path()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aegis-safe"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(paths.data())
+        .arg("--tls-cert")
+        .arg(paths.tls_cert())
+        .arg("--tls-key")
+        .arg(paths.tls_key())
+        .arg("--root-key-file")
+        .arg(paths.root_key())
+        .args([
+            "--token-auth",
+            "jwks",
+            "--issuer",
+            "https://kubernetes.default.svc.cluster.local",
+        ])
+        .arg("--jwks-file")
+        .arg(common::fixture("jwks.json"))
+        .args([
+            "--admin",
+            "aegis-system/aegis-sentinel",
+            "--admin",
+            "ops/admin",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = Vec::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("aegis-safe serve exited before it was ready: {log:?}");
+        };
+        let j: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        log.push(line);
+        if j["message"] == "aegis-safe ready" {
+            break j;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let api = ready["api"].as_str().unwrap().to_string();
+    let metrics: std::net::SocketAddr = ready["metrics"].as_str().unwrap().parse().unwrap();
+    assert!(log.iter().any(|l| l.contains("non-dumpable")), "{log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("core dumps disabled")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.contains("memory")), "{log:?}");
+
+    let client = SafeClient::new(&format!("https://{api}"), &ca).unwrap();
+    let token = std::fs::read_to_string(common::fixture("demo-app.aegis-safe.jwt")).unwrap();
+    let r = client
+        .request("GET", "/v1/secrets", Some(token.trim()), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["revision"], 0);
+    let mut s = tokio::net::TcpStream::connect(metrics).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
