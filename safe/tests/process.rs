@@ -11,11 +11,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// A running `aegis-safe dev`.
+/// A running `aegis-safe dev`; killed when dropped, so a failing test leaves no process.
 struct Running {
     child: Child,
     url: String,
     ca: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start(dir: &Path, extra: &[&str], log: Option<&Path>) -> Running {
@@ -424,11 +431,17 @@ async fn serve_runs_the_production_path_from_flags() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Killed on drop, also when an assertion below fails.
+    let _guard = Running {
+        child,
+        url: String::new(),
+        ca: String::new(),
+    };
     let mut log = Vec::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = BufReader::new(stderr).lines();
     let ready = loop {
         let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
             panic!("aegis-safe serve exited before it was ready: {log:?}");
         };
         let j: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
@@ -463,6 +476,4 @@ async fn serve_runs_the_production_path_from_flags() {
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
