@@ -47,6 +47,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::Read;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -712,7 +713,27 @@ impl Kubelet {
             })?),
             None => None,
         };
-        let mut cmd = Command::new(&argv[0]);
+        // An image's file runs from the host (e.g. target/debug/aegis). Open it now and
+        // exec it through /proc/self/fd: a container volume over one of its parent
+        // directories (the Sentinel's /tmp, say, when the repository lives under /tmp)
+        // must not hide it, as it would not hide a file of a real image's root filesystem.
+        let image = self.images.get(spec["image"].as_str().unwrap_or_default());
+        let image_file = match image.filter(|i| i.files.values().any(|h| *h == Path::new(&argv[0])))
+        {
+            Some(_) => Some(
+                std::fs::File::open(&argv[0])
+                    .map_err(io_err(format!("open image file {}", argv[0])))?,
+            ),
+            None => None,
+        };
+        let mut cmd = match &image_file {
+            Some(f) => {
+                let mut c = Command::new(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                c.arg0(&argv[0]);
+                c
+            }
+            None => Command::new(&argv[0]),
+        };
         cmd.args(&argv[1..])
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
