@@ -258,7 +258,7 @@ async fn build_authenticator(cfg: &AuthConfig) -> Result<aegis_auth::Authenticat
             issuer,
             audience,
         } => {
-            let options = http_options(ca_file.as_deref())?;
+            let options = http_options(url, ca_file.as_deref())?;
             aegis_auth::Authenticator::Jwks(
                 aegis_auth::JwksVerifier::from_jwks_url(url, issuer, audience, options)
                     .await
@@ -270,7 +270,7 @@ async fn build_authenticator(cfg: &AuthConfig) -> Result<aegis_auth::Authenticat
             issuer,
             audience,
         } => {
-            let options = http_options(ca_file.as_deref())?;
+            let options = http_options(issuer, ca_file.as_deref())?;
             aegis_auth::Authenticator::Jwks(
                 aegis_auth::JwksVerifier::from_discovery(issuer, audience, options)
                     .await
@@ -295,7 +295,27 @@ async fn build_authenticator(cfg: &AuthConfig) -> Result<aegis_auth::Authenticat
 /// authenticated clients (the Kubernetes default).
 const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
-fn http_options(ca_file: Option<&std::path::Path>) -> Result<aegis_auth::HttpOptions, SafeError> {
+/// Whether `url` names the cluster's own API server, the only place the Safe's in-cluster
+/// ServiceAccount token may be sent: an external OIDC issuer must never receive it.
+pub fn is_in_cluster_api_server(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    matches!(
+        host,
+        "kubernetes"
+            | "kubernetes.default"
+            | "kubernetes.default.svc"
+            | "kubernetes.default.svc.cluster.local"
+    )
+}
+
+fn http_options(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<aegis_auth::HttpOptions, SafeError> {
     let ca_pem = match ca_file {
         Some(p) => Some(std::fs::read(p).map_err(|e| {
             SafeError::Config(format!("reading JWKS CA file {}: {e}", p.display()))
@@ -305,7 +325,8 @@ fn http_options(ca_file: Option<&std::path::Path>) -> Result<aegis_auth::HttpOpt
     let token = std::path::Path::new(IN_CLUSTER_TOKEN);
     Ok(aegis_auth::HttpOptions {
         ca_pem,
-        bearer_token_file: token.exists().then(|| token.to_path_buf()),
+        bearer_token_file: (is_in_cluster_api_server(url) && token.exists())
+            .then(|| token.to_path_buf()),
         ..Default::default()
     })
 }
@@ -373,4 +394,30 @@ pub async fn serve_notify(
     let _ = tokio::task::spawn_blocking(move || s.shutdown_persistence()).await;
     tracing::info!("aegis-safe stopped");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_in_cluster_api_server;
+
+    #[test]
+    fn the_in_cluster_token_goes_only_to_the_clusters_api_server() {
+        for url in [
+            "https://kubernetes.default.svc/openid/v1/jwks",
+            "https://kubernetes.default.svc.cluster.local",
+            "https://kubernetes.default.svc:443/openid/v1/jwks",
+            "https://kubernetes.default",
+        ] {
+            assert!(is_in_cluster_api_server(url), "{url}");
+        }
+        for url in [
+            "http://kubernetes.default.svc/openid/v1/jwks",
+            "https://oidc.eks.example.com/id/ABC",
+            "https://kubernetes.default.svc.evil.example/jwks",
+            "https://evil.example/kubernetes.default.svc",
+            "kubernetes.default.svc",
+        ] {
+            assert!(!is_in_cluster_api_server(url), "{url}");
+        }
+    }
 }
