@@ -62,14 +62,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Keeps the sentinel container running (its image has no shell) until SIGTERM/SIGINT.
 fn idle() -> Result<ExitCode, CliError> {
-    runtime()?.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| CliError::io("installing the SIGTERM handler", e))?;
-        eprintln!("aegis sentinel idle; use `kubectl exec ... -- aegis secret ...`");
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-        Ok(ExitCode::SUCCESS)
-    })
+    eprintln!("aegis sentinel idle; use `kubectl exec ... -- aegis secret ...`");
+    runtime()?.block_on(aegis_net::shutdown_signal());
+    Ok(ExitCode::SUCCESS)
 }

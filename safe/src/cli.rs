@@ -262,14 +262,14 @@ pub fn run(cli: Cli) -> Result<(), SafeError> {
         Command::Serve(a) => {
             let config = a.to_config()?;
             crate::hardening::harden_process();
-            runtime()?.block_on(crate::server::serve(config, shutdown_signal()))
+            runtime()?.block_on(crate::server::serve(config, aegis_net::shutdown_signal()))
         }
         Command::Dev(a) => {
             let (mut config, _ca) = dev_config(&a.dir, a.listen, a.metrics_listen)?;
             config.journal_rotate_bytes = a.journal_rotate_bytes;
             crate::hardening::harden_process();
             let ca_file = a.dir.join("ca.crt");
-            runtime()?.block_on(crate::server::serve_notify(config, shutdown_signal(), |l| {
+            runtime()?.block_on(crate::server::serve_notify(config, aegis_net::shutdown_signal(), |l| {
                 // Machine-readable lines on stdout (a shell can `eval` them); the log is on stderr.
                 println!("AEGIS_SAFE_URL={}", url_for(l.api));
                 println!("AEGIS_SAFE_CA_FILE={}", ca_file.display());
@@ -285,23 +285,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, SafeError> {
         .enable_all()
         .build()
         .map_err(|e| SafeError::Internal(format!("tokio runtime: {e}")))
-}
-
-/// Completes on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutdown signal received");
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //!
 //! Layout: `store` (the map), `commit` (group-commit writer, the only mutator),
 //! `journal`/`format`/`recovery`/`crypto` (the encrypted files), `api` (HTTP)
-//! (token verification is `aegis-auth`), `server`/`listener` (wiring), `rootkey`,
+//! (token verification is `aegis-auth`), `server` (wiring; the accept loops are `aegis-net`), `rootkey`,
 //! `hardening`, `tls`, `metrics`, `dev` (local mode) and `cli`.
 
 pub mod api;
@@ -16,7 +16,6 @@ pub mod dev;
 pub mod format;
 pub mod hardening;
 pub mod journal;
-pub mod listener;
 pub mod metrics;
 pub mod recovery;
 pub mod rootkey;

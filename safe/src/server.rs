@@ -366,13 +366,13 @@ pub async fn serve_notify(
     };
     tracing::info!(api = %listening.api, metrics = %listening.metrics, "listening; recovering state");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let api_task = tokio::spawn(crate::listener::serve_tls(
+    let api_task = tokio::spawn(aegis_net::serve_tls(
         api,
         server.tls_config(),
         server.router(),
         stop_rx.clone(),
     ));
-    let metrics_task = tokio::spawn(crate::listener::serve_plain(
+    let metrics_task = tokio::spawn(aegis_net::serve_plain(
         metrics,
         server.metrics_router(),
         stop_rx,

@@ -17,8 +17,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,10 +34,6 @@ use crate::tls::{ReloadingCert, TlsError};
 /// Largest AdmissionReview accepted: two objects of the API server's 1.5 MiB limit plus
 /// envelope.
 const MAX_REVIEW_BYTES: usize = 4 << 20;
-/// A client that does not finish its TLS handshake in this time is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections may finish their requests after shutdown starts.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upper bounds (seconds) of the admission latency histogram.
 const LATENCY_BUCKETS: [f64; 22] = [
@@ -262,7 +256,6 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WebhookError> {
         let tls_config = self.cert.server_config().map_err(WebhookError::TlsConfig)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
         let watcher = self.cert.spawn_watcher(self.reload_interval);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
@@ -276,19 +269,11 @@ impl Server {
                             source,
                         })?;
                 tracing::info!(%addr, "serving metrics over HTTP");
-                let router = self.metrics_router();
-                let mut stop = stop_rx.clone();
-                Some(tokio::spawn(async move {
-                    let stopped = async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    };
-                    if let Err(e) = axum::serve(metrics_listener, router)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "metrics listener failed");
-                    }
-                }))
+                Some(tokio::spawn(aegis_net::serve_plain(
+                    metrics_listener,
+                    self.metrics_router(),
+                    stop_rx.clone(),
+                )))
             }
             None => None,
         };
@@ -296,58 +281,17 @@ impl Server {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving admission reviews over HTTPS");
         }
-        let router = self.router();
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // EMFILE and friends: back off briefly instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let acceptor = acceptor.clone();
-                    let service = TowerToHyperService::new(router.clone());
-                    let watch = graceful.watcher();
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(30))
-                            .serve_connection(TokioIo::new(tls), service);
-                        if let Err(e) = watch.watch(conn).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
+        // The shared loop: TLS handshake and header timeouts, bounded draining on stop.
+        let api_task = tokio::spawn(aegis_net::serve_tls(
+            listener,
+            Arc::new(tls_config),
+            self.router(),
+            stop_rx,
+        ));
+        shutdown.await;
         tracing::info!("shutting down: draining open connections");
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
-        }
+        let _ = api_task.await;
         watcher.abort();
         if let Some(task) = metrics_task {
             let _ = task.await;

@@ -1,5 +1,7 @@
-//! Accept loops: HTTPS (tokio-rustls) for the API and plain HTTP for metrics, both HTTP/1.1
-//! with keep-alive, header-read timeouts, and graceful draining on shutdown.
+//! Serving plumbing shared by the Safe and the webhook: accept loops for HTTPS
+//! (tokio-rustls) and plain HTTP (metrics), both HTTP/1.1 with keep-alive, a TLS handshake
+//! timeout, a header-read timeout (slow-loris protection) and graceful draining on shutdown,
+//! plus the shutdown signal both binaries stop on.
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -104,5 +106,22 @@ async fn drain(graceful: GracefulShutdown) {
         .is_err()
     {
         tracing::warn!("some connections did not finish within the drain timeout");
+    }
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        // Without a SIGTERM handler, Ctrl-C still stops the process.
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
