@@ -3,6 +3,8 @@
 //! timeout, a header-read timeout (slow-loris protection) and graceful draining on shutdown,
 //! plus the shutdown signal both binaries stop on.
 
+pub mod tls;
+
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;

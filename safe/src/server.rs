@@ -132,13 +132,14 @@ pub struct Server {
     config: Config,
     state: Arc<AppState>,
     tls: Arc<rustls::ServerConfig>,
+    cert: Arc<crate::tls::ReloadingCert>,
 }
 
 impl Server {
     /// Loads TLS material and creates the (not yet ready) state. No I/O beyond reading
     /// the certificate files.
     pub fn new(config: Config) -> Result<Self, SafeError> {
-        let tls = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
+        let (cert, tls) = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
         let state = Arc::new(AppState {
             metrics: Arc::new(Metrics::new()),
             admins: config.admins.clone(),
@@ -146,7 +147,12 @@ impl Server {
             ready: OnceLock::new(),
             init: tokio::sync::Mutex::new(()),
         });
-        Ok(Self { config, state, tls })
+        Ok(Self {
+            config,
+            state,
+            tls,
+            cert,
+        })
     }
 
     /// A ready server: [`Server::new`] followed by [`Server::initialize`].
@@ -291,6 +297,9 @@ async fn build_authenticator(cfg: &AuthConfig) -> Result<aegis_auth::Authenticat
     })
 }
 
+/// How often the certificate and key files are checked for a rotation.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
 /// In-cluster ServiceAccount token, sent to an API server that serves discovery only to
 /// authenticated clients (the Kubernetes default).
 const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -366,6 +375,8 @@ pub async fn serve_notify(
     };
     tracing::info!(api = %listening.api, metrics = %listening.metrics, "listening; recovering state");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Rotated certificates (cert-manager, `helm upgrade`) are served without a restart.
+    let cert_watcher = server.cert.spawn_watcher(TLS_RELOAD_INTERVAL);
     let api_task = tokio::spawn(aegis_net::serve_tls(
         api,
         server.tls_config(),
@@ -390,6 +401,7 @@ pub async fn serve_notify(
         let _ = metrics_task.await;
     })
     .await;
+    cert_watcher.abort();
     let s = server.clone();
     let _ = tokio::task::spawn_blocking(move || s.shutdown_persistence()).await;
     tracing::info!("aegis-safe stopped");

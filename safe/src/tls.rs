@@ -1,10 +1,13 @@
-//! TLS for the API: rustls with the `ring` provider, TLS 1.3 and 1.2 only, HTTP/1.1 ALPN.
-//! Also generates the dev-mode CA and server certificate (rcgen).
+//! TLS for the API: rustls with the `ring` provider, TLS 1.3 and 1.2 only, HTTP/1.1 ALPN,
+//! serving a certificate that is reloaded when its files change (`aegis_net::tls`, shared
+//! with the webhook). Also generates the dev-mode CA and server certificate (rcgen).
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+pub use aegis_net::tls::ReloadingCert;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,9 @@ pub enum TlsError {
     /// rustls refused the configuration (e.g. the key does not match the certificate).
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The serving certificate or key could not be loaded.
+    #[error(transparent)]
+    Load(#[from] aegis_net::tls::TlsError),
     /// Certificate generation failed (dev mode).
     #[error("generating a dev certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -33,30 +39,20 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Server configuration from PEM files (certificate chain, then PKCS#8/SEC1/PKCS#1 key).
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| pem_err("certificate chain", cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_err("certificate chain", cert, e))?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem {
-            what: "certificate chain",
-            path: cert.into(),
-            reason: "no CERTIFICATE block found".into(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err("private key", key, e))?;
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+/// The returned [`ReloadingCert`] serves new handshakes from the files' current contents
+/// once its watcher is running (`spawn_watcher`); a bad new pair is ignored with a warning.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Arc<ReloadingCert>, Arc<rustls::ServerConfig>), TlsError> {
+    let reloading = Arc::new(ReloadingCert::load(cert, key)?);
+    let mut cfg = reloading.server_config()?;
     // No session resumption: clients are one-shot processes (the shim, the CLI) that never
     // resume, so tickets and a session cache would cost every handshake work and keep
     // resumption secrets in memory for nothing.
     cfg.send_tls13_tickets = 0;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    Ok(Arc::new(cfg))
+    Ok((reloading, Arc::new(cfg)))
 }
 
 fn pem_err(what: &'static str, path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
