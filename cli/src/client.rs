@@ -8,7 +8,6 @@ use aegis_core::{
     WorkloadList,
 };
 use base64::Engine;
-use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// An authenticated connection to the Safe.
@@ -212,25 +211,6 @@ pub fn hint_for(status: u16, identity: &str, token_source: &str) -> Option<Strin
     }
 }
 
-/// Parses the Safe's CA bundle; an error unless it holds at least one usable certificate.
-pub fn ca_roots(ca_pem: &str) -> Result<rustls::RootCertStore, CliError> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert =
-            cert.map_err(|e| CliError::Usage(format!("the Safe's CA is not valid PEM: {e}")))?;
-        roots.add(cert).map_err(|e| {
-            CliError::Usage(format!("the Safe's CA is not a usable certificate: {e}"))
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(CliError::Usage(
-            "the Safe's CA file holds no certificate".into(),
-        ));
-    }
-    Ok(roots)
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -245,17 +225,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A rustls client configuration that trusts only the CA(s) in `ca_pem`.
+/// A rustls client configuration that trusts only the CA(s) in `ca_pem` (the Safe's own
+/// client configuration: TLS 1.3/1.2, ring, HTTP/1.1).
 pub fn tls_config(ca_pem: &str) -> Result<rustls::ClientConfig, CliError> {
-    let roots = ca_roots(ca_pem)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::Usage(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+    aegis_safe::tls::client_config(ca_pem)
+        .map(|c| (*c).clone())
+        .map_err(|e| CliError::Usage(format!("the Safe's CA is not usable: {e}")))
 }
 
 #[cfg(test)]

@@ -333,7 +333,7 @@ impl WebhookUnderTest {
     async fn start(root: &Path, safe_url: &str, safe_ca_pem: &str) -> Result<Self, CliError> {
         let dir = root.join("webhook");
         std::fs::create_dir_all(&dir).map_err(|e| CliError::io("creating the webhook dir", e))?;
-        let ca_pem = write_tls_pair(&dir).map_err(|e| CliError::demo("webhook certificate", e))?;
+        let ca_pem = write_tls_pair(&dir)?;
         let safe_ca_file = dir.join("safe-ca.crt");
         std::fs::write(&safe_ca_file, safe_ca_pem)
             .map_err(|e| CliError::io("writing the Safe CA", e))?;
@@ -431,25 +431,17 @@ impl WebhookUnderTest {
 }
 
 /// Writes `tls.crt`/`tls.key` for localhost signed by a new CA; returns the CA's PEM.
-fn write_tls_pair(dir: &Path) -> Result<String, rcgen::Error> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "aegis demo webhook CA");
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate()?;
-    let leaf =
-        CertificateParams::new(vec!["localhost".to_string()])?.signed_by(&leaf_key, &issuer)?;
-    let write = |name: &str, body: String| {
-        std::fs::write(dir.join(name), body).map_err(|e| rcgen::Error::PemError(e.to_string()))
-    };
-    write("tls.crt", leaf.pem())?;
-    write("tls.key", leaf_key.serialize_pem())?;
-    Ok(ca_cert.pem())
+fn write_tls_pair(dir: &Path) -> Result<String, CliError> {
+    let certs = aegis_safe::tls::generate_dev_certs()
+        .map_err(|e| CliError::demo("webhook certificate", e))?;
+    for (name, body) in [
+        ("tls.crt", &certs.server_cert),
+        ("tls.key", &certs.server_key),
+    ] {
+        std::fs::write(dir.join(name), body)
+            .map_err(|e| CliError::io(format!("writing {name}"), e))?;
+    }
+    Ok(certs.ca_cert)
 }
 
 /// The kubelet's part for one pod: volume directories, the projected token, containers run

@@ -36,7 +36,7 @@ pub async fn run(args: InjectArgs) -> Result<ExitCode, CliError> {
             e,
         )
     })?;
-    crate::client::ca_roots(&ca)?;
+    crate::client::tls_config(&ca)?;
     let mut config = InjectConfig::new(args.shim_image.clone(), args.safe_url.clone(), ca);
     config.token_audience = args.token_audience.clone();
     let resolver = EntrypointResolver::new(Default::default())

@@ -14,8 +14,7 @@ fn fixture(name: &str) -> PathBuf {
 fn inject(args: &[&str], stdin: Option<&str>) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.crt");
-    let cert = rcgen::generate_simple_self_signed(vec!["aegis-safe.test".to_string()]).unwrap();
-    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    std::fs::write(&ca, aegis_safe::tls::generate_dev_certs().unwrap().ca_cert).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_aegis"))
         .arg("inject")
         .args(args)

@@ -70,6 +70,14 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, TlsError
         let c = c.map_err(|e| pem_err("CA certificate", Path::new("<inline>"), e))?;
         roots.add(c)?;
     }
+    if roots.is_empty() {
+        // A client with no trust anchor can only fail later, with a vaguer handshake error.
+        return Err(TlsError::Pem {
+            what: "CA certificate",
+            path: "<inline>".into(),
+            reason: "the bundle holds no certificate".into(),
+        });
+    }
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots)
